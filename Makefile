@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SHARED ?= ../shared
+
+# Point the project at the shared data and weights when they sit beside the checkout.
+ifneq ($(wildcard $(SHARED)/data/cifar-10-python.tar.gz),)
+export EDGECIFAR_DATA ?= $(abspath $(SHARED)/data/cifar-10-python.tar.gz)
+endif
+ifneq ($(wildcard $(SHARED)/weights/*.h5),)
+export EDGECIFAR_WEIGHTS ?= $(abspath $(SHARED)/weights)
+endif
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: demo test install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/edgecifar train baseline --epochs 1 --out runs/demo-baseline --overwrite
+
+test: install
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info runs .pytest_cache .hypothesis

@@ -1,0 +1,3 @@
+from edgecifar.cli import main
+
+main()

@@ -1,0 +1,30 @@
+"""User-facing errors: the CLI prints their message as one line and exits non-zero, no traceback."""
+
+
+class EdgeCifarError(Exception):
+    """An error caused by the user's input or environment, with a message that says what to do."""
+
+    exit_code = 2
+
+
+class DataError(EdgeCifarError):
+    """CIFAR-10 data is missing, corrupt or malformed."""
+
+
+class ModelError(EdgeCifarError):
+    """A model file or registry name is unusable."""
+
+
+class MissingDependency(EdgeCifarError):
+    """An optional dependency (TensorFlow for training/export) is not installed."""
+
+
+def require_tensorflow() -> None:
+    """Fail with one line naming the extra to install when TensorFlow is absent."""
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - exercised in a base-only venv
+        raise MissingDependency(
+            f"this command needs TensorFlow ({exc.name} is not installed): "
+            "pip install 'edgecifar[train]'"
+        ) from None

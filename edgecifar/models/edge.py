@@ -1,0 +1,60 @@
+"""edgecifar's own edge-optimised architectures, trained from scratch (no ImageNet weights).
+
+Plain convnets: on small images, int8 convolutions through XNNPACK are fast and quantise without
+loss, while depthwise layers are slow to train here and lose accuracy in int8.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import layers
+
+from edgecifar.models.layers import classifier, pixels_input, standardize
+from edgecifar.models.registry import register
+
+
+def _conv_bn_act(x, filters: int, reg, act: str):
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.Activation(act)(x)
+
+
+def plain_convnet(name: str, widths: Sequence[int], stem: int, act: str = "gelu",
+                  weight_decay: float = 0.0) -> keras.Model:
+    """A 2x2 stem conv, then per width: conv-maxpool-BN-act-conv-BN-act; global max-pool; dense.
+
+    The shape of the fast CIFAR-10 speed-run convnets (Keller Jordan's airbench family).
+    """
+    reg = keras.regularizers.L2(weight_decay) if weight_decay else None
+    inp = pixels_input()
+    x = standardize(inp)
+    x = layers.Conv2D(stem, 2, padding="valid", use_bias=False, kernel_regularizer=reg, name="stem")(x)
+    x = layers.Activation(act)(x)
+    for w in widths:
+        x = layers.Conv2D(w, 3, padding="same", use_bias=False, kernel_regularizer=reg)(x)
+        x = layers.MaxPooling2D()(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation(act)(x)
+        x = _conv_bn_act(x, w, reg, act)
+    x = layers.GlobalMaxPooling2D()(x)
+    return keras.Model(inp, classifier(x, regularizer=reg), name=name)
+
+
+@register(family="edge")
+def edge_best() -> keras.Model:
+    """Plain 3-stage convnet 64/256/256 (2.0M params), our most accurate model."""
+    return plain_convnet("edge_best", (64, 256, 256), stem=24)
+
+
+@register(family="edge")
+def edge_fast() -> keras.Model:
+    """Plain 3-stage convnet 32/128/128 (0.5M params), a quarter of edge_best's work."""
+    return plain_convnet("edge_fast", (32, 128, 128), stem=16)
+
+
+@register(family="edge")
+def edge_tiny() -> keras.Model:
+    """Plain 3-stage convnet 16/48/96 (under 100 KB as int8)."""
+    return plain_convnet("edge_tiny", (24, 48, 96), stem=16)

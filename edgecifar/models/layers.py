@@ -1,0 +1,34 @@
+"""Building blocks shared by the architectures: input normalisation and the classifier output."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from edgecifar import INPUT_SHAPE
+
+# Per-channel statistics of the official CIFAR-10 training set (reproduced by the shared copy).
+CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32) * 255.0
+CIFAR_STD = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32) * 255.0
+
+
+def pixels_input(name: str = "pixels") -> keras.KerasTensor:
+    """The contract's input: raw RGB pixels 0-255, float32, any batch size."""
+    return keras.Input(shape=INPUT_SHAPE, dtype="float32", name=name)
+
+
+def scale_01(x):
+    """Pixels to [0, 1], as the seed notebook's ``x / 255``."""
+    return keras.layers.Rescaling(1.0 / 255.0, name="scale_01")(x)
+
+
+def standardize(x):
+    """Pixels to zero mean, unit variance per channel (CIFAR-10 statistics); no weights to train."""
+    return keras.layers.Rescaling(scale=(1.0 / CIFAR_STD).tolist(), offset=(-CIFAR_MEAN / CIFAR_STD).tolist(),
+                                  name="standardize")(x)
+
+
+def classifier(x, units: int = 10, regularizer=None, name: str = "scores"):
+    """Dense logits then a float32 softmax, so mixed-precision models still output float32 probabilities."""
+    x = keras.layers.Dense(units, kernel_regularizer=regularizer, name=f"{name}_logits")(x)
+    return keras.layers.Activation("softmax", dtype="float32", name=name)(x)

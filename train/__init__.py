@@ -1,0 +1,1 @@
+"""Stage 1 of train -> export -> bench: recipes and the resumable training loop (needs TensorFlow)."""

@@ -1,0 +1,49 @@
+"""``edgecifar train RECIPE``: the CLI over train.runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("recipe", required=False)
+@click.option("--epochs", type=click.IntRange(min=1), help="Override the recipe's epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Override the recipe's batch size.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory (default runs/RECIPE-seedS).")
+@click.option("--data", type=click.Path(path_type=Path), help="cifar-10-python.tar.gz or cifar-10-batches-py/ (default $EDGECIFAR_DATA).")
+@click.option("--val-size", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="Validation images held out of training (stratified).")
+@click.option("--weights", help="MobileNetV2 backbone weights file or folder (default $EDGECIFAR_WEIGHTS).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last finished epoch.")
+@click.option("--overwrite", is_flag=True, help="Delete an existing run in --out and start again.")
+@click.option("--list", "list_recipes", is_flag=True, help="List the recipes and exit.")
+@click.option("--quiet", is_flag=True, help="No progress bar (one line per epoch).")
+def train(recipe, epochs, batch_size, seed, out, data, val_size, weights, resume, overwrite, list_recipes, quiet):
+    """Train RECIPE on CIFAR-10 and write model.keras, history.csv and metrics.json."""
+    from edgecifar.train.recipes import RECIPES, get
+
+    if list_recipes or not recipe:
+        for r in RECIPES.values():
+            click.echo(f"{r.name:18s} {r.epochs:3d} ep  batch {r.batch_size:4d}  {r.description}")
+        return
+    from edgecifar.errors import require_tensorflow
+
+    require_tensorflow()
+    from rich.console import Console
+
+    from edgecifar.train.runner import RunConfig, run
+
+    cfg = RunConfig(get(recipe).with_overrides(epochs=epochs, batch_size=batch_size), seed=seed, out=out,
+                    data=str(data) if data else None, val_size=val_size, resume=resume, overwrite=overwrite,
+                    weights=weights, progress=not quiet)
+    metrics = run(cfg)
+    console = Console()
+    console.print(f"[bold]{metrics['recipe']}[/] seed {metrics['seed']}: {metrics['epochs']} epochs in "
+                  f"{metrics['train_seconds']:.0f} s ({metrics['images_per_s']:,.0f} img/s), "
+                  f"{metrics['parameters']:,} parameters, {metrics['macs'] / 1e6:.1f} MMACs")
+    console.print(f"validation accuracy {metrics['val_accuracy']:.4f} on {metrics['val_images']:,} images; "
+                  f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_images']:,} images")
+    console.print(f"wrote {cfg.run_dir}/model.keras, history.csv, metrics.json")

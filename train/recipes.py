@@ -1,0 +1,75 @@
+"""Training recipes: an architecture from the model registry plus the settings it trains with.
+
+One declarative table, looked up by name. ``edgecifar train RECIPE`` reads it; flags override
+epochs and batch size only, so a recipe name plus a seed reproduces a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from edgecifar.errors import ModelError
+
+Augment = Literal["none", "seed", "flip_translate"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What to train and how. ``optimizer`` is ``adam`` (constant lr) or ``sgd`` (one-cycle schedule)."""
+
+    name: str
+    model: str
+    description: str
+    epochs: int
+    batch_size: int
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 1e-3                      # Adam's rate, or the one-cycle peak for SGD
+    warmup: float = 0.2                   # one-cycle: fraction of steps rising to the peak
+    momentum: float = 0.9
+    weight_decay: float = 0.0             # decoupled (scaled by the learning rate), SGD only
+    label_smoothing: float = 0.0
+    augment: Augment = "none"
+    early_stopping: int | None = None     # patience in epochs on validation loss, best weights restored
+    mixed_bfloat16: bool = False          # helps plain convolutions on this CPU, hurts depthwise ones
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def with_overrides(self, **changes: Any) -> "Recipe":
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+_LADDER = "seed notebook ladder"
+_SGD = dict(optimizer="sgd", momentum=0.9)
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in [
+    Recipe("baseline", "baseline", f"{_LADDER}: Conv32-Pool-Conv64-Pool-Dense128, Adam", 10, 64),
+    Recipe("deeper", "deeper", f"{_LADDER}: + Conv128, Dense256, Dropout 0.5", 20, 64),
+    Recipe("bn_gap", "bn_gap", f"{_LADDER}: + BatchNorm, global average pooling", 20, 64),
+    Recipe("l2", "l2", f"{_LADDER}: + L2 weight decay 1e-4", 20, 64),
+    Recipe("early_stop", "l2", f"{_LADDER}: l2 with early stopping (patience 3) on validation loss",
+           20, 64, early_stopping=3),
+    Recipe("augment", "l2", f"{_LADDER}: l2 with rotation 15, shifts 0.1, zoom 0.1, horizontal flip",
+           20, 64, augment="seed"),
+    Recipe("mnv2_dense128", "mnv2_dense128", "frozen ImageNet MobileNetV2 @96, GAP-Dense128-Dense10", 5, 32),
+    Recipe("mnv2_dropout", "mnv2_dropout", "frozen ImageNet MobileNetV2 @96, GAP-Dropout0.3-Dense10", 10, 32),
+    Recipe("mnv2_dropout_b64", "mnv2_dropout", "mnv2_dropout with batch 64", 10, 64),
+    Recipe("resnet8", "resnet8", "MLPerf Tiny ResNet-8, SGD one-cycle, label smoothing, flip+translate",
+           40, 128, lr=0.2, label_smoothing=0.1, augment="flip_translate", **_SGD),
+    Recipe("edge_best", "edge_best", "plain convnet 64/256/256, one-cycle SGD, bf16, flip+translate",
+           15, 512, lr=0.4, weight_decay=5e-4, label_smoothing=0.2, augment="flip_translate",
+           mixed_bfloat16=True, **_SGD),
+    Recipe("edge_fast", "edge_fast", "plain convnet 32/128/128, one-cycle SGD, bf16, flip+translate",
+           30, 256, lr=0.4, weight_decay=5e-4, label_smoothing=0.2, augment="flip_translate",
+           mixed_bfloat16=True, **_SGD),
+    Recipe("edge_tiny", "edge_tiny", "plain convnet 24/48/96, one-cycle SGD, bf16, flip+translate",
+           40, 256, lr=0.4, weight_decay=5e-4, label_smoothing=0.1, augment="flip_translate",
+           mixed_bfloat16=True, **_SGD),
+]}
+
+
+def get(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ModelError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}") from None

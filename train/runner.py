@@ -1,0 +1,318 @@
+"""Train a recipe on CIFAR-10: tf.data pipeline, a checkpoint every epoch, resume, metrics.
+
+A run directory holds ``checkpoint/`` (the last finished epoch, with optimizer state), and when the
+run ends ``model.keras`` (float32, ready to export), ``history.csv`` and ``metrics.json``. Every file
+is written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgecifar import data as cifar
+from edgecifar.errors import EdgeCifarError
+from edgecifar.fileio import atomic_path, check_writable_dir, write_json, write_text
+from edgecifar.runs import default_run_dir, git_commit
+from edgecifar.train.recipes import Recipe
+
+CHECKPOINT = "checkpoint"
+
+
+@dataclass
+class RunConfig:
+    """Everything a run depends on besides the recipe's own settings."""
+
+    recipe: Recipe
+    seed: int = 0
+    out: Path | None = None
+    data: str | None = None
+    val_size: int = 5000
+    resume: bool = False
+    overwrite: bool = False
+    weights: str | None = None      # MobileNetV2 backbone weights (file or folder)
+    progress: bool = True
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) if self.out else default_run_dir(self.recipe.name, self.seed)
+
+
+@dataclass
+class EarlyStopper:
+    """Patience on validation loss; remembers the best epoch so its weights can be restored."""
+
+    patience: int | None
+    best: float = float("inf")
+    best_epoch: int = -1
+    wait: int = 0
+
+    def update(self, epoch: int, val_loss: float) -> bool:
+        """Record ``val_loss``; return True when training should stop."""
+        if val_loss < self.best:
+            self.best, self.best_epoch, self.wait = val_loss, epoch, 0
+            return False
+        self.wait += 1
+        return self.patience is not None and self.wait >= self.patience
+
+
+@dataclass
+class State:
+    """What a checkpoint needs beyond the model to continue exactly where it stopped."""
+
+    epochs_done: int = 0
+    history: list[dict] = field(default_factory=list)
+    stopper: dict = field(default_factory=dict)
+    train_seconds: float = 0.0
+    stopped_early: bool = False
+
+
+# --------------------------------------------------------------------------- data pipeline
+
+def epoch_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int, epoch: int, augment: str):
+    """One epoch of shuffled, augmented, one-hot batches; a pure function of (seed, epoch)."""
+    import tensorflow as tf
+
+    from edgecifar.train.augment import AUGMENTATIONS
+
+    perm = np.random.default_rng([seed, epoch]).permutation(len(x))
+    aug = AUGMENTATIONS[augment]
+    ds = tf.data.Dataset.from_tensor_slices((x[perm], y[perm])).batch(batch)
+
+    def prepare(i, xy):
+        images, labels = xy
+        images = aug(tf.cast(images, tf.float32), tf.stack([tf.cast(seed * 100_003 + epoch, tf.int64), i]))
+        return images, tf.one_hot(labels, 10)
+
+    return ds.enumerate().map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) \
+             .prefetch(tf.data.AUTOTUNE)
+
+
+def predict(model, x: np.ndarray, batch: int = 500) -> np.ndarray:
+    """Class probabilities for uint8 images, in batches (no augmentation)."""
+    out = [np.asarray(model(x[i:i + batch].astype(np.float32), training=False)) for i in range(0, len(x), batch)]
+    return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
+
+
+# --------------------------------------------------------------------------- model assembly
+
+def build_model(recipe: Recipe, weights: str | None = None):
+    """Create and compile the recipe's model under its precision policy."""
+    import keras
+
+    from edgecifar import models
+    from edgecifar.train.schedule import OneCycle  # noqa: F401  (registers the schedule for checkpoints)
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if recipe.mixed_bfloat16 else "float32")
+    try:
+        kwargs = dict(recipe.model_kwargs)
+        if models.get(recipe.model).family == "mobilenetv2":
+            kwargs.setdefault("weights", weights)
+        model = models.create(recipe.model, **kwargs)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return model
+
+
+def compile_model(model, recipe: Recipe, steps_per_epoch: int, epochs: int) -> None:
+    import keras
+
+    from edgecifar.train.schedule import OneCycle
+
+    if recipe.optimizer == "sgd":
+        lr = OneCycle(recipe.lr, steps_per_epoch * epochs, recipe.warmup)
+        opt = keras.optimizers.SGD(lr, momentum=recipe.momentum, nesterov=True,
+                                   weight_decay=recipe.weight_decay or None)
+    else:
+        opt = keras.optimizers.Adam(recipe.lr)
+    model.compile(optimizer=opt,
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+                  metrics=["accuracy"])
+
+
+def float32_copy(model, recipe: Recipe, weights: str | None):
+    """The same network under the float32 policy: bf16 models need it to convert to TFLite."""
+    if not recipe.mixed_bfloat16:
+        return model
+    clone = build_model(recipe.with_overrides(mixed_bfloat16=False), weights)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(run_dir: Path, model, state: State) -> None:
+    """Write the model (with optimizer) then the state naming it; drop older checkpoints."""
+    ckpt = run_dir / CHECKPOINT
+    ckpt.mkdir(parents=True, exist_ok=True)
+    name = f"epoch-{state.epochs_done:03d}.keras"
+    with atomic_path(ckpt / name) as tmp:
+        model.save(tmp)
+    write_json(ckpt / "state.json", {**asdict(state), "model": name})
+    for old in ckpt.glob("epoch-*.keras"):
+        if old.name != name:
+            old.unlink()
+
+
+def load_checkpoint(run_dir: Path):
+    """Return (model, State) of the last finished epoch, or raise a one-line error."""
+    import keras
+
+    from edgecifar.train.schedule import OneCycle  # noqa: F401
+
+    path = run_dir / CHECKPOINT / "state.json"
+    if not path.exists():
+        raise EdgeCifarError(f"{run_dir}: no checkpoint to resume from (run without --resume to start)")
+    try:
+        raw = json.loads(path.read_text())
+        model = keras.models.load_model(run_dir / CHECKPOINT / raw.pop("model"))
+    except Exception as exc:
+        raise EdgeCifarError(f"{path}: checkpoint unreadable ({type(exc).__name__}: {exc})") from None
+    return model, State(**raw)
+
+
+# --------------------------------------------------------------------------- the run
+
+def run(cfg: RunConfig, console=None) -> dict:
+    """Train ``cfg.recipe`` and write the run directory; return the metrics dict."""
+    import keras
+    import tensorflow as tf
+    from rich.console import Console
+
+    from edgecifar.models.stats import count_macs, count_params
+    from edgecifar.train.progress import ProgressCallback, make_progress
+
+    console = console or Console(stderr=True)
+    recipe, run_dir = cfg.recipe, cfg.run_dir
+    if recipe.epochs < 1 or recipe.batch_size < 1:
+        raise EdgeCifarError(f"epochs and batch size must be at least 1 (got {recipe.epochs}, {recipe.batch_size})")
+    if not cfg.resume and (run_dir / CHECKPOINT).exists() and not cfg.overwrite:
+        raise EdgeCifarError(f"{run_dir}: a run is already there; add --resume to continue it "
+                             "or --overwrite to start again")
+    if cfg.overwrite and not cfg.resume and run_dir.exists():
+        shutil.rmtree(run_dir)
+    check_writable_dir(run_dir)
+
+    ds = cifar.load(cfg.data)
+    console.print(ds.summary())
+    if not 0 < cfg.val_size < len(ds.x_train):
+        raise EdgeCifarError(f"--val-size {cfg.val_size} must be between 1 and {len(ds.x_train) - 1} "
+                             f"(the data has {len(ds.x_train)} training images)")
+    tr_idx, val_idx = cifar.stratified_split(ds.y_train, cfg.val_size, seed=0)
+    x_tr, y_tr = ds.x_train[tr_idx], ds.y_train[tr_idx]
+    x_val, y_val = ds.x_train[val_idx], ds.y_train[val_idx]
+    steps = -(-len(x_tr) // recipe.batch_size)
+
+    keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()
+    if cfg.resume:
+        model, state = load_checkpoint(run_dir)
+        console.print(f"resuming {run_dir} after epoch {state.epochs_done}/{recipe.epochs}")
+    else:
+        model, state = build_model(recipe, cfg.weights), State()
+        compile_model(model, recipe, steps, recipe.epochs)
+    stopper = EarlyStopper(recipe.early_stopping, **state.stopper)
+    best_weights = run_dir / CHECKPOINT / "best.weights.h5"
+
+    with (make_progress(console) if cfg.progress else _NullProgress()) as progress:
+        run_task = progress.add_task("run", total=steps * recipe.epochs, completed=steps * state.epochs_done,
+                                     loss=0.0, acc=0.0, ips=0.0)
+        for epoch in range(state.epochs_done, recipe.epochs):
+            if state.stopped_early:
+                break
+            cb = ProgressCallback(progress, run_task, epoch, recipe.epochs, steps, recipe.batch_size, len(x_tr))
+            hist = model.fit(epoch_dataset(x_tr, y_tr, recipe.batch_size, cfg.seed, epoch, recipe.augment),
+                             epochs=1, verbose=0, shuffle=False, callbacks=[cb])
+            val_loss, val_acc = model.evaluate(x_val.astype(np.float32), keras.utils.to_categorical(y_val, 10),
+                                               batch_size=500, verbose=0)
+            row = {"epoch": epoch + 1, "loss": hist.history["loss"][-1], "accuracy": hist.history["accuracy"][-1],
+                   "val_loss": float(val_loss), "val_accuracy": float(val_acc),
+                   "lr": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+                   "seconds": round(cb.seconds, 2), "images_per_s": round(cb.images_per_second, 1)}
+            state.history.append(row)
+            state.train_seconds += cb.seconds
+            stop = stopper.update(epoch, val_loss)
+            if recipe.early_stopping and stopper.best_epoch == epoch:
+                with atomic_path(best_weights, suffix=".weights.h5") as tmp:
+                    model.save_weights(tmp)
+            state.epochs_done, state.stopper = epoch + 1, asdict(stopper)
+            state.stopped_early = bool(stop)
+            save_checkpoint(run_dir, model, state)
+            progress.console.print(
+                f"epoch {epoch + 1}/{recipe.epochs}: loss {row['loss']:.4f} acc {row['accuracy']:.4f} "
+                f"val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.4f} "
+                f"{row['images_per_s']:,.0f} img/s {row['seconds']:.1f}s")
+            if stop:
+                progress.console.print(f"early stopping: no better validation loss for {recipe.early_stopping} "
+                                       f"epochs; restoring epoch {stopper.best_epoch + 1}")
+
+    if recipe.early_stopping and best_weights.exists():
+        model.load_weights(best_weights)
+    final = float32_copy(model, recipe, cfg.weights)
+    val_scores, test_scores = predict(final, x_val), predict(final, ds.x_test)
+    per_epoch_ips = [r["images_per_s"] for r in state.history[1:]] or [r["images_per_s"] for r in state.history]
+    metrics = {
+        "recipe": recipe.name, "model": recipe.model, "seed": cfg.seed,
+        "epochs": state.epochs_done, "epochs_planned": recipe.epochs, "batch_size": recipe.batch_size,
+        "stopped_early": state.stopped_early,
+        "best_epoch": stopper.best_epoch + 1 if recipe.early_stopping else None,
+        "train_seconds": round(state.train_seconds, 1),
+        "images_per_s": round(float(np.median(per_epoch_ips)), 1),
+        "parameters": count_params(final), "macs": count_macs(final),
+        "val_accuracy": _accuracy(val_scores, y_val), "val_images": int(len(y_val)),
+        "test_accuracy": _accuracy(test_scores, ds.y_test), "test_images": int(len(ds.y_test)),
+        "train_images": int(len(y_tr)),
+        "data": {"source": ds.source, "fingerprint": ds.fingerprint, "train_batches": list(ds.train_batches)},
+        "recipe_settings": asdict(recipe),
+        "git_commit": git_commit(),
+        "command": " ".join(["edgecifar", "train", *sys.argv[2:]]) if sys.argv[1:2] == ["train"] else None,
+    }
+    with atomic_path(run_dir / "model.keras") as tmp:
+        final.save(tmp)
+    write_text(run_dir / "history.csv", _history_csv(state.history))
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    from edgecifar.metrics import accuracy
+
+    return round(accuracy(scores, labels), 4)
+
+
+def _history_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return buf.getvalue()
+
+
+class _NullProgress:
+    """Stands in for rich.Progress when the bar is off (quiet runs, tests)."""
+
+    def __init__(self):
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def add_task(self, *args, **kwargs):
+        return 0
+
+    def update(self, *args, **kwargs):
+        pass

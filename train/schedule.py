@@ -1,0 +1,29 @@
+"""Learning-rate schedules, serialisable so a checkpoint restores the optimizer exactly."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="edgecifar")
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from ~0 to ``peak`` over ``warmup`` of the steps, then linear decay to ~0."""
+
+    def __init__(self, peak: float, total_steps: int, warmup: float = 0.2, floor: float = 0.0):
+        self.peak = float(peak)
+        self.total_steps = int(total_steps)
+        self.warmup = float(warmup)
+        self.floor = float(floor)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        total = float(max(self.total_steps, 1))
+        up = max(self.warmup * total, 1.0)
+        rise = step / up
+        fall = (total - step) / max(total - up, 1.0)
+        frac = ops.clip(ops.minimum(rise, fall), 0.0, 1.0)
+        return self.floor + (self.peak - self.floor) * frac
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps, "warmup": self.warmup, "floor": self.floor}
