@@ -1,0 +1,178 @@
+"""Run exported files with nothing but numpy and a runtime: LiteRT (or the legacy tflite-runtime)
+for ``.tflite``, onnxruntime for ``.onnx``. Never imports TensorFlow: this is what runs on a device.
+
+Every model takes uint8 or float pixels ``[N, 32, 32, 3]`` (0-255) and returns float32 class
+probabilities ``[N, 10]``; quantized inputs and outputs are converted here, from the file's own
+scale and zero point.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from edgecifar import INPUT_SHAPE
+from edgecifar.errors import EdgeCifarError, ModelError
+
+#: TFLite interpreters in order of preference: module name -> runtime label.
+TFLITE_RUNTIMES: dict[str, str] = {
+    "litert": "ai_edge_litert.interpreter",
+    "tflite-runtime": "tflite_runtime.interpreter",
+}
+
+
+class Model(Protocol):
+    path: Path
+    runtime: str
+
+    def predict(self, images: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Quant:
+    """Affine quantization of a tensor: real = scale * (q - zero_point). scale 0 means float."""
+
+    scale: float
+    zero_point: int
+    dtype: np.dtype
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        if not self.scale:
+            return x.astype(self.dtype, copy=False)
+        info = np.iinfo(self.dtype)
+        return np.clip(np.round(x / self.scale) + self.zero_point, info.min, info.max).astype(self.dtype)
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        if not self.scale:
+            return q.astype(np.float32, copy=False)
+        return (self.scale * (q.astype(np.float32) - self.zero_point)).astype(np.float32)
+
+
+def _check_input_shape(path: Path, shape) -> None:
+    dims = [None if (d is None or (isinstance(d, (int, np.integer)) and d < 0) or isinstance(d, str)) else int(d)
+            for d in shape]
+    if len(dims) != 4 or tuple(dims[1:]) != INPUT_SHAPE:
+        shown = "x".join("N" if d is None else str(d) for d in dims)
+        raise ModelError(f"{path}: input shape {shown}, expected Nx32x32x3 pixels")
+
+
+def _check_images(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1:] != INPUT_SHAPE:
+        raise EdgeCifarError(f"images have shape {images.shape}, expected [N, 32, 32, 3]")
+    return images
+
+
+class TFLiteModel:
+    """A ``.tflite`` file in LiteRT (default) or the legacy ``tflite-runtime``."""
+
+    def __init__(self, path: str | Path, threads: int = 1, runtime: str = "auto"):
+        self.path = Path(path)
+        self.runtime, module = _import_tflite(runtime)
+        try:
+            self.interpreter = module.Interpreter(model_path=str(self.path), num_threads=threads)
+        except Exception as exc:  # the runtimes raise ValueError/RuntimeError with C++ messages
+            raise ModelError(f"{self.path}: not a loadable TFLite model ({_first_line(exc)})") from None
+        inp = self.interpreter.get_input_details()
+        out = self.interpreter.get_output_details()
+        if len(inp) != 1 or len(out) != 1:
+            raise ModelError(f"{self.path}: expected 1 input and 1 output, found {len(inp)} and {len(out)}")
+        self._in, self._out = inp[0], out[0]
+        _check_input_shape(self.path, self._in.get("shape_signature", self._in["shape"]))
+        self.input_quant = Quant(*self._in["quantization"], np.dtype(self._in["dtype"]))
+        self.output_quant = Quant(*self._out["quantization"], np.dtype(self._out["dtype"]))
+        self._batch = None
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return self.input_quant.dtype
+
+    def _ensure_batch(self, n: int) -> None:
+        if self._batch != n:
+            self.interpreter.resize_tensor_input(self._in["index"], [n, *INPUT_SHAPE])
+            self.interpreter.allocate_tensors()
+            self._batch = n
+
+    def predict(self, images: np.ndarray, batch: int = 64) -> np.ndarray:
+        images = _check_images(images)
+        outs = []
+        for i in range(0, len(images), batch):
+            chunk = images[i:i + batch].astype(np.float32)
+            self._ensure_batch(len(chunk))
+            self.interpreter.set_tensor(self._in["index"], self.input_quant.quantize(chunk))
+            self.interpreter.invoke()
+            outs.append(self.output_quant.dequantize(self.interpreter.get_tensor(self._out["index"])))
+        return np.concatenate(outs) if outs else np.zeros((0, 10), np.float32)
+
+
+class OnnxModel:
+    """An ``.onnx`` file in onnxruntime's CPU provider."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, path: str | Path, threads: int = 1):
+        self.path = Path(path)
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ModelError(f"{self.path}: onnxruntime is not installed (pip install onnxruntime)") from None
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelError(f"{self.path}: not a loadable ONNX model ({_first_line(exc)})") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelError(f"{self.path}: expected 1 input, found {len(inputs)}")
+        self.input_name = inputs[0].name
+        _check_input_shape(self.path, inputs[0].shape)
+
+    def predict(self, images: np.ndarray, batch: int = 64) -> np.ndarray:
+        images = _check_images(images)
+        outs = [self.session.run(None, {self.input_name: images[i:i + batch].astype(np.float32)})[0]
+                for i in range(0, len(images), batch)]
+        return np.concatenate(outs).astype(np.float32) if outs else np.zeros((0, 10), np.float32)
+
+
+def _import_tflite(runtime: str):
+    """Return (label, interpreter module) for ``runtime`` ('auto' tries LiteRT, then tflite-runtime)."""
+    wanted = list(TFLITE_RUNTIMES) if runtime == "auto" else [runtime]
+    for label in wanted:
+        if label not in TFLITE_RUNTIMES:
+            raise EdgeCifarError(f"unknown TFLite runtime {label!r}; known: {', '.join(TFLITE_RUNTIMES)}")
+        try:
+            return label, importlib.import_module(TFLITE_RUNTIMES[label])
+        except ImportError:
+            continue
+    raise EdgeCifarError("no TFLite runtime installed: pip install ai-edge-litert (or tflite-runtime)")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+#: file suffix -> loader; the one place that decides which runtime runs which file.
+LOADERS = {
+    ".tflite": lambda path, threads, runtime: TFLiteModel(path, threads, runtime),
+    ".onnx": lambda path, threads, runtime: OnnxModel(path, threads),
+}
+
+
+def load(path: str | Path, threads: int = 1, runtime: str = "auto") -> Model:
+    """Open an exported model file with the runtime its suffix calls for."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    try:
+        loader = LOADERS[path.suffix.lower()]
+    except KeyError:
+        raise ModelError(f"{path}: not a model file (expected {', '.join(LOADERS)})") from None
+    return loader(path, threads, runtime)

@@ -1,0 +1,110 @@
+"""Shared fixtures: small synthetic CIFAR-format archives the tests write themselves, and the real
+data and weights in ../shared (tests that need them skip, saying why, when they are absent)."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EDGECIFAR_SHARED", ROOT.parent / "shared"))
+REAL_ARCHIVE = SHARED / "data" / "cifar-10-python.tar.gz"
+REAL_WEIGHTS = SHARED / "weights"
+
+# Each class gets its own colour and stripe orientation, so even a tiny model separates them quickly.
+_PALETTE = np.array([[230, 40, 40], [40, 230, 40], [40, 40, 230], [230, 230, 40], [230, 40, 230],
+                     [40, 230, 230], [140, 90, 30], [250, 250, 250], [20, 20, 20], [128, 128, 128]], np.float32)
+
+
+def separable_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` uint8 NHWC images whose class is visible in colour and stripe direction, plus labels."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    yy, xx = np.mgrid[0:32, 0:32]
+    images = np.empty((n, 32, 32, 3), np.float32)
+    for i, c in enumerate(labels):
+        stripes = ((xx if c % 2 else yy) // 4 % 2)[..., None] * 40.0
+        images[i] = _PALETTE[c] * 0.8 + stripes + rng.normal(0, 12, (32, 32, 3))
+    return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64)
+
+
+def batch_pickle(images: np.ndarray, labels, **extra) -> bytes:
+    """One batch in the official layout: channel-planar uint8 rows, protocol-2 pickle, bytes keys."""
+    data = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
+    batch = {b"batch_label": b"synthetic", b"labels": list(map(int, labels)), b"data": data,
+             b"filenames": [f"img_{i}.png".encode() for i in range(len(images))]}
+    batch.update({k.encode(): v for k, v in extra.items()})
+    return pickle.dumps(batch, protocol=2)
+
+
+META = pickle.dumps({b"label_names": [n.encode() for n in ("airplane", "automobile", "bird", "cat", "deer", "dog",
+                                                            "frog", "horse", "ship", "truck")],
+                     b"num_cases_per_batch": 100, b"num_vis": 3072}, protocol=2)
+
+
+def write_archive(path: Path, members: dict[str, bytes]) -> Path:
+    """A tar.gz with ``cifar-10-batches-py/NAME`` members."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, raw in members.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return path
+
+
+def synthetic_members(n_train_batches: int = 2, per_batch: int = 200, n_test: int = 100,
+                      seed: int = 0) -> dict[str, bytes]:
+    members = {"batches.meta": META}
+    for b in range(n_train_batches):
+        x, y = separable_images(per_batch, seed + b)
+        members[f"data_batch_{b + 1}"] = batch_pickle(x, y)
+    x, y = separable_images(n_test, seed + 99)
+    members["test_batch"] = batch_pickle(x, y)
+    return members
+
+
+@pytest.fixture(scope="session")
+def synthetic_archive(tmp_path_factory) -> Path:
+    """A valid CIFAR-format archive: 2 training batches of 200 separable images, 100 test images."""
+    return write_archive(tmp_path_factory.mktemp("cifar") / "cifar-10-python.tar.gz", synthetic_members())
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No environment-provided data and no download attempts: tests say exactly where data comes from."""
+    monkeypatch.delenv("EDGECIFAR_DATA", raising=False)
+    monkeypatch.setenv("EDGECIFAR_OFFLINE", "1")
+    monkeypatch.setenv("KERAS_HOME", "/nonexistent-keras-home")
+
+
+@pytest.fixture(scope="session")
+def real_archive() -> Path:
+    if not REAL_ARCHIVE.exists():
+        pytest.skip(f"real CIFAR-10 copy not found at {REAL_ARCHIVE} (put ../shared beside the checkout)")
+    return REAL_ARCHIVE
+
+
+@pytest.fixture(scope="session")
+def real_weights() -> Path:
+    if not any(REAL_WEIGHTS.glob("*0.35_224_no_top.h5")):
+        pytest.skip(f"MobileNetV2 0.35 ImageNet weights not found in {REAL_WEIGHTS}")
+    return REAL_WEIGHTS
+
+
+@pytest.fixture(scope="session")
+def trained_run(synthetic_archive, tmp_path_factory) -> Path:
+    """A real (short) training run of ``baseline`` on the synthetic archive: a run directory with model.keras."""
+    from edgecifar.train.recipes import get
+    from edgecifar.train.runner import RunConfig, run
+
+    out = tmp_path_factory.mktemp("runs") / "baseline-synthetic"
+    run(RunConfig(get("baseline").with_overrides(epochs=3, batch_size=32), seed=0, out=out,
+                  data=str(synthetic_archive), val_size=50, progress=False))
+    return out
