@@ -1,0 +1,188 @@
+"""Measure one model file in this process and print one JSON line. Runtime-only: no TensorFlow, no rich.
+
+    python -m edgecifar.bench.worker FILE --images TEST.npz [--threads 1] [--runs 200] [--warmup 20]
+                                          [--blocks 5] [--batch 32] [--runtime auto]
+
+This is what the bench runs in a fresh process per file (locally, or on a board over ssh), so a
+crash, a leak or the memory high-water mark of one file never touches another. ``TEST.npz`` holds
+``x`` (uint8 [N, 32, 32, 3]) and ``y`` (int [N]).
+
+What is measured:
+- accuracy: ``model.predict`` (the runtime plus the file's own input/output quantization) over all N;
+- latency at batch 1: the runtime's own call (``Interpreter.invoke`` / ``InferenceSession.run``) on a
+  real test image already placed in the input tensor, after ``--warmup`` calls; ``--runs`` calls in
+  ``--blocks`` consecutive blocks (see :mod:`edgecifar.bench.stats`);
+- throughput at batch ``--batch``: the same call on a batch of real images, in images per second;
+- load time: opening the file and preparing the interpreter/session;
+- peak resident memory: VmHWM from /proc/self/status (ru_maxrss where /proc is absent) of this process.
+
+Every failure becomes ``{"status": "error", "error": "<one line>"}`` and exit code 1; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+#: JSON lines from the worker start with this, so a caller can find it among other output (ssh banners).
+PREFIX = "EDGECIFAR-BENCH "
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MiB: VmHWM from /proc, else ru_maxrss (KiB on Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
+
+
+def guess_precision(model, path: Path) -> str:
+    """fp32 / fp16 / dynamic / int8 from the file name, else from the file's tensor types."""
+    name = path.stem.lower()
+    for token, precision in (("int8", "int8"), ("uint8", "int8"), ("fp16", "fp16"), ("float16", "fp16"),
+                             ("dynamic", "dynamic"), ("drq", "dynamic"), ("fp32", "fp32"), ("float32", "fp32")):
+        if token in name.replace("-", "_").split("_") or name.endswith(token):
+            return precision
+    interpreter = getattr(model, "interpreter", None)
+    if interpreter is not None:
+        if np.dtype(model.input_dtype).kind in "iu":
+            return "int8"
+        kinds = {np.dtype(t["dtype"]) for t in interpreter.get_tensor_details()}
+        if np.dtype(np.float16) in kinds:
+            return "fp16"
+        if np.dtype(np.int8) in kinds:
+            return "dynamic"
+        return "fp32"
+    try:  # ONNX: look at the initializers when the optional onnx package is there
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+        types = {init.data_type for init in graph.initializer}
+        if onnx.TensorProto.INT8 in types or onnx.TensorProto.UINT8 in types:
+            return "int8"
+        if onnx.TensorProto.FLOAT16 in types:
+            return "fp16"
+    except Exception:
+        pass
+    return "fp32"
+
+
+def invoker(model, images: np.ndarray) -> Callable[[], object]:
+    """A zero-argument call that runs one inference of ``images`` with the input already in place."""
+    interpreter = getattr(model, "interpreter", None)
+    if interpreter is not None:  # TFLite: resize once, set the tensor once, time invoke() alone
+        model._ensure_batch(len(images))
+        interpreter.set_tensor(model._in["index"], model.input_quant.quantize(images.astype(np.float32)))
+        return interpreter.invoke
+    session = getattr(model, "session", None)
+    if session is not None:  # onnxruntime: the feed dict is built once
+        feed = {model.input_name: images.astype(np.float32)}
+        return lambda: session.run(None, feed)
+    return lambda: model.predict(images)
+
+
+def time_calls(call: Callable[[], object], runs: int, warmup: int) -> list[float]:
+    """Per-call wall times in seconds after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        call()
+    times = []
+    clock = time.perf_counter
+    for _ in range(runs):
+        t0 = clock()
+        call()
+        times.append(clock() - t0)
+    return times
+
+
+def measure(path: Path, images: np.ndarray, labels: np.ndarray, threads: int = 1, runs: int = 200,
+            warmup: int = 20, blocks: int = 5, batch: int = 32, runtime: str = "auto") -> dict:
+    """Everything the bench reports about one file at one thread count (raises on a bad file)."""
+    from edgecifar import runtime as rt
+    from edgecifar.bench import stats
+    from edgecifar.metrics import wilson_interval
+
+    t0 = time.perf_counter()
+    model = rt.load(path, threads=threads, runtime=runtime)
+    invoke_one = invoker(model, images[:1])  # includes allocate_tensors: part of getting ready
+    load_s = time.perf_counter() - t0
+
+    probs = model.predict(images)
+    predicted = np.argmax(probs, axis=1)
+    correct = int(np.sum(predicted == labels))
+    low, high = wilson_interval(correct, len(labels))
+
+    invoke_one = invoker(model, images[:1])  # again: predict() resized the input to its own batches
+    lat = stats.summarize(time_calls(invoke_one, runs, warmup), blocks)
+    big = images[:batch] if len(images) >= batch else np.resize(images, (batch, *images.shape[1:]))
+    batch_runs = max(5, runs // 10)
+    batch_times = time_calls(invoker(model, big), batch_runs, max(1, warmup // 10))
+    peak = peak_rss_mb()  # before guess_precision, which may load the optional onnx package
+    return {
+        "status": "ok",
+        "runtime": model.runtime,
+        "precision_guess": guess_precision(model, path),
+        "threads": threads,
+        "images": int(len(labels)),
+        "correct": correct,
+        "accuracy": correct / len(labels) if len(labels) else float("nan"),
+        "ci_low": low,
+        "ci_high": high,
+        "latency": lat.as_dict(),
+        "batch": batch,
+        "throughput_ips": stats.throughput(batch, batch_times, blocks),
+        "load_ms": load_s * 1e3,
+        "peak_rss_mb": peak,
+        "predictions": predicted.astype(int).tolist(),
+    }
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edgecifar.bench.worker", description=__doc__.split("\n")[0])
+    parser.add_argument("file")
+    parser.add_argument("--images", required=True, help=".npz with x (uint8 NHWC) and y")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--blocks", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--runtime", default="auto")
+    args = parser.parse_args(argv)
+
+    result: dict = {"file": args.file, "threads": args.threads, "host": platform.node(),
+                    "machine": platform.machine(), "python": platform.python_version()}
+    code = 0
+    try:
+        with np.load(args.images) as npz:
+            images, labels = npz["x"], npz["y"]
+        result.update(measure(Path(args.file), images, labels, args.threads, args.runs, args.warmup,
+                              args.blocks, args.batch, args.runtime))
+    except Exception as exc:  # one line for the report, never a traceback
+        result.update(status="error", error=_one_line(exc), peak_rss_mb=peak_rss_mb())
+        code = 1
+    result["tensorflow_imported"] = "tensorflow" in sys.modules
+    sys.stdout.write(PREFIX + json.dumps(result, allow_nan=True) + "\n")
+    sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())
