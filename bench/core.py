@@ -1,0 +1,180 @@
+"""The bench's plumbing: which files, what the manifests say about them, one row per file x threads.
+
+No TensorFlow and no runtime here: measurements happen in :mod:`edgecifar.bench.worker` processes,
+started by a device (:mod:`edgecifar.bench.devices`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from edgecifar.bench.devices import Job
+from edgecifar.errors import EdgeCifarError
+from edgecifar.runtime import LOADERS
+
+MANIFEST = "edgecifar.json"
+FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
+
+#: Row fields in report order (``predictions`` travels alongside for the confusion matrices only).
+FIELDS = ("file", "model", "format", "precision", "runtime", "device", "threads", "bytes", "parameters", "macs",
+          "images", "correct", "accuracy", "ci_low", "ci_high", "latency_ms", "spread_lo_ms", "spread_hi_ms",
+          "p90_ms", "p99_ms", "runs", "blocks", "throughput_ips", "batch", "load_ms", "peak_rss_mb",
+          "tensorflow_imported", "status", "error")
+
+
+# --------------------------------------------------------------------------- which files
+
+def newest_export_dir(root: Path) -> Path | None:
+    """The most recently written ``runs/*/export/`` folder that holds a model file, or None."""
+    candidates = [d for d in root.glob("*/export") if d.is_dir() and model_files_in(d)]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda d: max(f.stat().st_mtime for f in model_files_in(d)))
+
+
+def model_files_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in LOADERS)
+
+
+def default_paths(runs_root: Path) -> list[Path]:
+    """The shipped models plus the newest export; an error saying what to pass when there are none."""
+    from edgecifar import zoo
+
+    paths = list(zoo.files())
+    export = newest_export_dir(runs_root)
+    if export is not None:
+        paths += model_files_in(export)
+    if not paths:
+        raise EdgeCifarError(f"nothing to bench: no shipped models yet and no model files in {runs_root}/*/export/; "
+                             "pass model files or folders (edgecifar bench PATH ...)")
+    return paths
+
+
+def expand(paths: Iterable[str | Path]) -> list[tuple[Path, str | None]]:
+    """Model files from files and folders, in order, each with an error when it cannot be benched."""
+    out: list[tuple[Path, str | None]] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files = model_files_in(path)
+            if not files:
+                out.append((path, f"{path}: no {' or '.join(LOADERS)} files in this folder"))
+            items = [(f, None) for f in files]
+        elif not path.exists():
+            items = [(path, f"{path}: no such file")]
+        elif path.suffix.lower() not in LOADERS:
+            items = [(path, f"{path}: not a model file (expected {', '.join(LOADERS)})")]
+        else:
+            items = [(path, None)]
+        for f, err in items:
+            key = f.resolve()
+            if key not in seen:
+                seen.add(key)
+                out.append((f, err))
+    return out
+
+
+# --------------------------------------------------------------------------- what we know about a file
+
+def manifest_entry(path: Path) -> dict:
+    """The entry for ``path`` in the ``edgecifar.json`` beside it (with the source's figures), or {}."""
+    manifest = path.parent / MANIFEST
+    if not manifest.is_file():
+        return {}
+    try:
+        data = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return {}
+    for entry in data.get("files", []) if isinstance(data, dict) else []:
+        if isinstance(entry, dict) and entry.get("file") == path.name:
+            source = data.get("source", {}) if isinstance(data.get("source"), dict) else {}
+            return {"parameters": source.get("parameters"), "macs": source.get("macs"),
+                    "model": source.get("model"), **{k: v for k, v in entry.items() if v is not None}}
+    return {}
+
+
+def base_row(path: Path, device: str, threads: int) -> dict:
+    entry = manifest_entry(path)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = None
+    return {
+        "file": str(path), "model": entry.get("model") or path.stem,
+        "format": entry.get("format") or FORMATS.get(path.suffix.lower(), path.suffix.lstrip(".")),
+        "precision": entry.get("precision"), "runtime": None, "device": device, "threads": threads,
+        "bytes": size, "parameters": entry.get("parameters"), "macs": entry.get("macs"),
+    }
+
+
+def merge(row: dict, result: dict) -> dict:
+    """Fold a worker/device result into a row."""
+    lat = result.get("latency") or {}
+    row = dict(row)
+    row.update(
+        runtime=result.get("runtime") or row.get("runtime"),
+        precision=row.get("precision") or result.get("precision_guess"),
+        images=result.get("images"), correct=result.get("correct"), accuracy=result.get("accuracy"),
+        ci_low=result.get("ci_low"), ci_high=result.get("ci_high"),
+        latency_ms=lat.get("median_ms"), spread_lo_ms=lat.get("spread_lo_ms"), spread_hi_ms=lat.get("spread_hi_ms"),
+        p90_ms=lat.get("p90_ms"), p99_ms=lat.get("p99_ms"), runs=lat.get("runs"), blocks=lat.get("blocks"),
+        throughput_ips=result.get("throughput_ips"), batch=result.get("batch"), load_ms=result.get("load_ms"),
+        peak_rss_mb=result.get("peak_rss_mb"), tensorflow_imported=result.get("tensorflow_imported"),
+        status=result.get("status", "error"), error=result.get("error"),
+    )
+    if result.get("note"):
+        row["note"] = result["note"]
+    if result.get("predictions") is not None:
+        row["predictions"] = result["predictions"]
+    if row["status"] == "ok" and row.get("tensorflow_imported"):
+        row.update(status="error", error="TensorFlow was imported by the runtime-only worker")
+    return row
+
+
+# --------------------------------------------------------------------------- the run
+
+def run_bench(files: list[tuple[Path, str | None]], images: np.ndarray, labels: np.ndarray, device,
+              threads: list[int], job: Job, on_row: Callable[[dict], None] | None = None) -> list[dict]:
+    """One row per (file, thread count), each measured in its own worker process on ``device``."""
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="edgecifar-bench-") as tmp:
+        npz = Path(tmp) / "test.npz"
+        np.savez(npz, x=np.ascontiguousarray(images, dtype=np.uint8), y=np.asarray(labels, dtype=np.int64))
+        try:
+            for path, problem in files:
+                for t in threads:
+                    row = base_row(path, device.name, t)
+                    if problem:
+                        result = {"status": "error", "error": problem}
+                    else:
+                        result = device.run(replace(job, file=path, images=npz, threads=t))
+                    row = merge(row, result)
+                    rows.append(row)
+                    if on_row:
+                        on_row(row)
+        finally:
+            device.close()
+    return rows
+
+
+def finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_threads(text: str) -> list[int]:
+    """``"1,2"`` -> [1, 2]; an error for anything but positive integers."""
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or any(v < 1 for v in values):
+        raise EdgeCifarError(f"--threads {text!r}: expected positive integers separated by commas, e.g. 1,2")
+    return list(dict.fromkeys(values))

@@ -1,0 +1,98 @@
+"""Figures (matplotlib, Agg backend, atomic writes): accuracy against latency with its Pareto front,
+and one confusion matrix per file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgecifar.bench.core import finite
+from edgecifar.bench.pareto import pareto_front
+from edgecifar.errors import MissingDependency
+from edgecifar.fileio import atomic_path
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise MissingDependency("plots need matplotlib: pip install matplotlib (or 'edgecifar[train]')") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def label(row: dict, multi_threads: bool) -> str:
+    name = Path(row["file"]).name
+    return f"{name} ({row['threads']}t)" if multi_threads else name
+
+
+def pareto_plot(rows: list[dict], path: str | Path, title: str = "CIFAR-10 top-1 against latency") -> Path:
+    """Accuracy (%) against median batch-1 latency (ms, log axis); the Pareto front drawn; points labelled."""
+    plt = _pyplot()
+    ok = [r for r in rows if r.get("status") == "ok" and finite(r.get("accuracy")) and finite(r.get("latency_ms"))
+          and r["latency_ms"] > 0]
+    multi = len({r.get("threads") for r in ok}) > 1
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    if ok:
+        lat = np.array([r["latency_ms"] for r in ok])
+        acc = np.array([100 * r["accuracy"] for r in ok])
+        lo = np.array([100 * r["ci_low"] if finite(r.get("ci_low")) else a for r, a in zip(ok, acc)])
+        hi = np.array([100 * r["ci_high"] if finite(r.get("ci_high")) else a for r, a in zip(ok, acc)])
+        ax.errorbar(lat, acc, yerr=[acc - lo, hi - acc], fmt="o", color="tab:blue", ecolor="lightsteelblue",
+                    capsize=3, label="model file (95% CI)")
+        front = pareto_front(list(zip(lat.tolist(), acc.tolist())))
+        ax.step(lat[front], acc[front], where="post", color="tab:red", lw=1.5, label="Pareto front")
+        ax.plot(lat[front], acc[front], "o", mfc="none", mec="tab:red", ms=11)
+        offsets = [(6, 6), (6, -12), (6, 16), (6, -22)]  # staggered so close points stay readable
+        order = np.argsort(lat, kind="stable")
+        for k, i in enumerate(order):
+            ax.annotate(label(ok[i], multi), (lat[i], acc[i]), textcoords="offset points",
+                        xytext=offsets[k % len(offsets)], fontsize=7)
+        ax.legend(loc="lower right", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no successful rows", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlabel("median latency at batch 1 (ms, log scale)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
+def confusion_png(matrix: np.ndarray, names: tuple[str, ...], path: str | Path, title: str) -> Path:
+    """A confusion matrix (rows: true class, columns: predicted) with counts in the cells."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 5.8), dpi=120)
+    im = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    peak = matrix.max() if matrix.size else 0
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            if matrix[i, j]:
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if matrix[i, j] > peak / 2 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
+def _save(fig, plt, path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
+    plt.close(fig)
+    return path

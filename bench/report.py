@@ -1,0 +1,112 @@
+"""Bench rows as a rich table, JSON and CSV (atomic writes)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+from edgecifar.bench.core import FIELDS, finite
+from edgecifar.bench.pareto import pareto_front
+from edgecifar.fileio import write_json, write_text
+
+
+def _num(value, fmt: str, empty: str = "–") -> str:
+    return format(value, fmt) if finite(value) else empty
+
+
+def _size(nbytes) -> str:
+    if not finite(nbytes):
+        return "–"
+    return f"{nbytes / 1e6:.2f} MB" if nbytes >= 1e6 else f"{nbytes / 1e3:.1f} kB"
+
+
+def _count(value) -> str:
+    if not finite(value):
+        return "–"
+    return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}k"
+
+
+def _short_error(row: dict) -> str:
+    """The row's error without its own file path in front (the file column shows it)."""
+    from rich.markup import escape
+
+    text = row.get("error") or "error"
+    prefix = f"{row.get('file')}: "
+    return escape(text[len(prefix):] if text.startswith(prefix) else text)
+
+
+def front_indices(rows: list[dict]) -> set[int]:
+    """Rows on the accuracy/latency Pareto front."""
+    points = [(r.get("latency_ms") if r.get("status") == "ok" else math.nan,
+               r.get("accuracy") if r.get("status") == "ok" else math.nan) for r in rows]
+    points = [(lat if finite(lat) else math.nan, acc if finite(acc) else math.nan) for lat, acc in points]
+    return set(pareto_front(points))
+
+
+def table(rows: list[dict], title: str = "edgecifar bench"):
+    """A rich Table: one line per file x threads; failed rows show their one-line error."""
+    from rich.table import Table
+
+    front = front_indices(rows)
+    t = Table(title=title, show_lines=False)
+    for name, justify in (("file", "left"), ("fmt", "left"), ("prec", "left"), ("runtime", "left"),
+                          ("thr", "right"), ("size", "right"), ("params", "right"), ("MACs", "right"),
+                          ("top-1 [95% CI] (n)", "right"), ("lat ms", "right"), ("spread ms", "right"),
+                          ("p90", "right"), ("p99", "right"), ("img/s @32", "right"), ("load ms", "right"),
+                          ("peak MB", "right"), ("status", "left")):
+        t.add_column(name, justify=justify, overflow="fold")
+    for i, r in enumerate(rows):
+        ok = r.get("status") == "ok"
+        acc = (f"{100 * r['accuracy']:.1f}% [{100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f}] ({r['images']})"
+               if ok and finite(r.get("accuracy")) else "–")
+        spread = (f"{r['spread_lo_ms']:.3f}–{r['spread_hi_ms']:.3f}"
+                  if ok and finite(r.get("spread_lo_ms")) and finite(r.get("spread_hi_ms")) else "–")
+        status = ("ok" + (" *" if i in front else "")) if ok else f"[red]{_short_error(r)}[/red]"
+        t.add_row(Path(r["file"]).name, r.get("format") or "", r.get("precision") or "", r.get("runtime") or "",
+                  str(r.get("threads", "")), _size(r.get("bytes")), _count(r.get("parameters")),
+                  _count(r.get("macs")), acc, _num(r.get("latency_ms"), ".3f"), spread,
+                  _num(r.get("p90_ms"), ".3f"), _num(r.get("p99_ms"), ".3f"),
+                  _num(r.get("throughput_ips"), ",.0f"), _num(r.get("load_ms"), ".1f"),
+                  _num(r.get("peak_rss_mb"), ".1f"), status)
+    return t
+
+
+def plain_rows(rows: list[dict]) -> list[dict]:
+    """Rows with the report's fields only (no per-image predictions), for JSON/CSV."""
+    out = []
+    for r in rows:
+        d = {k: r.get(k) for k in FIELDS}
+        if r.get("note"):
+            d["note"] = r["note"]
+        out.append(d)
+    return out
+
+
+def _json_safe(value):
+    """NaN/inf are not JSON: write null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json_report(path: str | Path, rows: list[dict], meta: dict) -> Path:
+    front = sorted(front_indices(rows))
+    doc = {"meta": meta, "rows": plain_rows(rows),
+           "pareto_front": [{"file": rows[i]["file"], "threads": rows[i].get("threads")} for i in front]}
+    return write_json(path, _json_safe(doc))
+
+
+def write_csv_report(path: str | Path, rows: list[dict]) -> Path:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=[*FIELDS, "note"], extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in plain_rows(rows):
+        writer.writerow({k: ("" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v)
+                         for k, v in r.items()})
+    return write_text(path, buf.getvalue())
