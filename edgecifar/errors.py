@@ -6,6 +6,10 @@ class EdgeCifarError(Exception):
 
     exit_code = 2
 
+    def __str__(self) -> str:
+        # Library messages (tarfile, converters) may span lines; the user gets exactly one.
+        return " ".join(super().__str__().split())
+
 
 class DataError(EdgeCifarError):
     """CIFAR-10 data is missing, corrupt or malformed."""

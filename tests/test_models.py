@@ -1,0 +1,69 @@
+"""The model registry: every architecture honours the input/output contract and is created by name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgecifar import models
+from edgecifar.errors import ModelError
+from edgecifar.models.stats import count_macs
+
+REQUIRED = ["baseline", "deeper", "bn_gap", "l2", "mnv2_dense128", "mnv2_dropout", "resnet8"]
+
+
+def _build(name):
+    kwargs = {"weights": "none"} if models.get(name).family == "mobilenetv2" else {}
+    return models.create(name, **kwargs)
+
+
+def test_registry_holds_the_seed_ladder_mobilenet_heads_and_resnet8():
+    assert set(REQUIRED) <= set(models.names())
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_every_model_takes_raw_pixels_and_returns_ten_probabilities(name):
+    model = _build(name)
+    assert tuple(model.input_shape) == (None, 32, 32, 3)
+    assert tuple(model.output_shape) == (None, 10)
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype(np.float32)
+    probs = np.asarray(model(pixels, training=False))
+    assert probs.dtype == np.float32
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5) and (probs >= 0).all()
+
+
+def test_resnet8_has_the_mlperf_tiny_parameter_count_and_macs():
+    model = models.create("resnet8")
+    assert model.count_params() == 78_666
+    assert count_macs(model) == 12_501_632
+
+
+def test_macs_of_the_baseline_match_a_hand_count():
+    conv1 = 30 * 30 * 3 * 3 * 3 * 32
+    conv2 = 13 * 13 * 3 * 3 * 32 * 64
+    dense = 6 * 6 * 64 * 128 + 128 * 10
+    assert count_macs(models.create("baseline")) == conv1 + conv2 + dense
+
+
+def test_an_unknown_model_name_lists_the_known_ones():
+    with pytest.raises(ModelError, match="unknown model 'nope'; known: .*resnet8"):
+        models.create("nope")
+
+
+def test_registering_a_name_twice_is_refused():
+    with pytest.raises(ValueError, match="registered twice"):
+        models.register("baseline")(lambda: None)
+
+
+def test_mobilenet_backbone_is_frozen_and_resizes_to_96(real_weights):
+    model = models.create("mnv2_dropout", weights=str(real_weights))
+    backbone = next(l for l in model.layers if l.name.startswith("mobilenetv2"))
+    assert not backbone.trainable
+    assert tuple(backbone.input_shape) == (None, 96, 96, 3)
+    bn = backbone.get_layer("bn_Conv1")
+    assert not np.allclose(bn.moving_variance.numpy(), 1.0)  # ImageNet statistics, not the initialiser's
+
+
+def test_mobilenet_weights_that_do_not_exist_are_named(tmp_path):
+    with pytest.raises(ModelError, match="no MobileNetV2 weights file"):
+        models.create("mnv2_dropout", weights=str(tmp_path / "missing.h5"))

@@ -1,0 +1,170 @@
+"""edgecifar train: every recipe trains on CIFAR-format data, writes its run files atomically, is
+deterministic for a seed and resumes a killed run from its last finished epoch."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecifar.errors import EdgeCifarError
+from edgecifar.train import recipes
+from edgecifar.train.runner import EarlyStopper, RunConfig, run
+
+LADDER_AND_HEADS = ["baseline", "deeper", "bn_gap", "l2", "early_stop", "augment",
+                    "mnv2_dense128", "mnv2_dropout", "mnv2_dropout_b64", "resnet8"]
+
+
+def _cfg(archive, out, recipe="baseline", epochs=1, batch=64, **kw):
+    return RunConfig(recipes.get(recipe).with_overrides(epochs=epochs, batch_size=batch), out=out,
+                     data=str(archive), val_size=50, progress=False, weights="none", **kw)
+
+
+def test_recipe_table_holds_every_required_name():
+    assert set(LADDER_AND_HEADS) <= set(recipes.RECIPES)
+    assert recipes.get("early_stop").early_stopping == 3 and recipes.get("early_stop").model == "l2"
+    assert recipes.get("augment").augment == "seed" and recipes.get("mnv2_dropout_b64").batch_size == 64
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(recipes.RECIPES))
+def test_every_recipe_trains_one_epoch_on_a_synthetic_archive(name, synthetic_archive, tmp_path):
+    metrics = run(_cfg(synthetic_archive, tmp_path / name, name, batch=32))
+    assert metrics["epochs"] == 1 and metrics["val_images"] == 50 and metrics["test_images"] == 100
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert (tmp_path / name / "model.keras").exists()
+
+
+def test_a_run_writes_model_history_and_metrics_and_no_temporary_files(trained_run):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    for key in ("recipe", "seed", "epochs", "train_seconds", "images_per_s", "parameters", "macs",
+                "val_accuracy", "val_images", "test_accuracy", "test_images", "data", "git_commit"):
+        assert key in metrics
+    assert metrics["data"]["fingerprint"] and metrics["parameters"] == 315_722
+    rows = list(csv.DictReader((trained_run / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert not [p for p in trained_run.rglob(".*") if p.is_file()]
+
+
+def test_training_learns_the_separable_synthetic_classes(trained_run):
+    assert json.loads((trained_run / "metrics.json").read_text())["test_accuracy"] > 0.5
+
+
+def test_the_saved_model_reloads_and_predicts_like_the_metrics_say(trained_run, synthetic_archive):
+    import keras
+
+    from edgecifar import data
+    from edgecifar.metrics import accuracy
+
+    ds = data.load(synthetic_archive)
+    model = keras.models.load_model(trained_run / "model.keras")
+    acc = accuracy(np.asarray(model.predict(ds.x_test.astype(np.float32), verbose=0)), ds.y_test)
+    assert round(acc, 4) == json.loads((trained_run / "metrics.json").read_text())["test_accuracy"]
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_runs_and_another_seed_does_not(synthetic_archive, tmp_path):
+    a = run(_cfg(synthetic_archive, tmp_path / "a", "augment", epochs=2, batch=32, seed=3))
+    b = run(_cfg(synthetic_archive, tmp_path / "b", "augment", epochs=2, batch=32, seed=3))
+    c = run(_cfg(synthetic_archive, tmp_path / "c", "augment", epochs=2, batch=32, seed=4))
+    hist = lambda d: [(r["loss"], r["val_loss"]) for r in csv.DictReader((d / "history.csv").open())]
+    assert hist(tmp_path / "a") == hist(tmp_path / "b")
+    assert hist(tmp_path / "a") != hist(tmp_path / "c")
+    assert a["test_accuracy"] == b["test_accuracy"]
+
+
+def test_an_existing_run_is_not_overwritten_without_resume_or_overwrite(trained_run, synthetic_archive):
+    with pytest.raises(EdgeCifarError, match="a run is already there; add --resume"):
+        run(_cfg(synthetic_archive, trained_run))
+
+
+def test_resume_without_a_checkpoint_says_so(synthetic_archive, tmp_path):
+    with pytest.raises(EdgeCifarError, match="no checkpoint to resume from"):
+        run(_cfg(synthetic_archive, tmp_path / "fresh", resume=True))
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_from_its_last_epoch_and_matches_an_uninterrupted_run(synthetic_archive, tmp_path):
+    epochs = 12
+    cmd = [sys.executable, "-m", "edgecifar", "train", "baseline", "--epochs", str(epochs), "--batch-size", "32",
+           "--data", str(synthetic_archive), "--val-size", "50", "--quiet"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + ["--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = killed / "checkpoint" / "state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["epochs_done"] >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_at_kill = json.loads(state.read_text())["epochs_done"]
+    assert 2 <= done_at_kill < epochs, "the run must be killed mid-way"
+    assert not (killed / "model.keras").exists()
+
+    resumed = subprocess.run(cmd + ["--out", str(killed), "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming {killed} after epoch {done_at_kill}/{epochs}" in resumed.stderr.replace("\n", "")
+
+    straight = run(_cfg(synthetic_archive, tmp_path / "straight", epochs=epochs, batch=32))
+    after = json.loads((killed / "metrics.json").read_text())
+    assert after["epochs"] == epochs
+    rows = list(csv.DictReader((killed / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
+    ref = list(csv.DictReader((tmp_path / "straight" / "history.csv").open()))
+    assert [r["val_loss"] for r in rows] == [r["val_loss"] for r in ref]
+    assert after["test_accuracy"] == straight["test_accuracy"]
+
+
+def test_early_stopper_stops_after_patience_epochs_without_improvement():
+    stopper = EarlyStopper(patience=2)
+    decisions = [stopper.update(e, loss) for e, loss in enumerate([1.0, 0.8, 0.9, 0.85, 0.7])]
+    assert decisions == [False, False, False, True, False]
+    assert stopper.best_epoch == 4
+
+
+def test_one_cycle_rises_to_the_peak_then_falls_to_zero():
+    from edgecifar.train.schedule import OneCycle
+
+    sched = OneCycle(0.4, total_steps=100, warmup=0.2)
+    lrs = [float(sched(s)) for s in range(101)]
+    assert lrs[0] == 0.0 and abs(lrs[20] - 0.4) < 1e-6 and lrs[100] == 0.0
+    assert all(a <= b for a, b in zip(lrs[:20], lrs[1:21])) and all(a >= b for a, b in zip(lrs[20:], lrs[21:]))
+
+
+def test_flip_translate_moves_whole_pixels_and_is_a_function_of_its_seed():
+    import tensorflow as tf
+
+    from edgecifar.train.augment import flip_translate
+
+    images = tf.constant(np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype(np.float32))
+    a = flip_translate(images, tf.constant([1, 2], tf.int64)).numpy()
+    b = flip_translate(images, tf.constant([1, 2], tf.int64)).numpy()
+    c = flip_translate(images, tf.constant([1, 3], tf.int64)).numpy()
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    originals = set(np.unique(images.numpy()))
+    assert set(np.unique(a)) <= originals  # nearest sampling: no new pixel values
+    # The centre 28x28 of every output is the (possibly mirrored) source shifted by at most 2 pixels.
+    for out, src in zip(a, images.numpy()):
+        candidates = [np.roll(np.roll(s, dy, 0), dx, 1)[2:30, 2:30] for s in (src, src[:, ::-1])
+                      for dy in range(-2, 3) for dx in range(-2, 3)]
+        assert any(np.array_equal(out[2:30, 2:30], c) for c in candidates)
+
+
+def test_the_seed_notebook_augmentation_keeps_shape_and_range():
+    import tensorflow as tf
+
+    from edgecifar.train.augment import seed_notebook
+
+    images = tf.constant(np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32))
+    out = seed_notebook(images, tf.constant([0, 0], tf.int64)).numpy()
+    assert out.shape == (4, 32, 32, 3) and out.min() >= 0 and out.max() <= 255
+    assert not np.allclose(out, images.numpy())
