@@ -1,0 +1,67 @@
+"""``edgecifar export [MODEL] [--int8 ...]``: the thin CLI over export.pipeline.
+
+One flag per row of the format table, generated from it. Exit codes: 0 when every file was written
+and runs (an accuracy drop above --threshold is a warning in the table, not a failure), 1 when any
+format failed, 2 for bad input (one ``error:`` line from the CLI group, nothing written).
+TensorFlow is imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgecifar.export.formats import FORMATS
+
+
+def _format_flags(fn):
+    """A boolean --FLAG for each format in the table, so the table stays the only list of formats."""
+    for fmt in reversed(FORMATS):
+        fn = click.option(fmt.flag, fmt.key, is_flag=True, help=fmt.help)(fn)
+    return fn
+
+
+@click.command()
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@_format_flags
+@click.option("--all", "everything", is_flag=True, help="Every format above.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (default: RUN_DIR/export/, next to the model).")
+@click.option("--calibration", "n_calibration", type=int, default=500, show_default=True,
+              help="Training images (outside the validation split) that calibrate the int8 formats.")
+@click.option("--val-size", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Held-out training images every file is validated on against Keras.")
+@click.option("--threshold", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Accuracy drop (points) above which a file is flagged.")
+@click.option("--data", type=click.Path(path_type=Path),
+              help="cifar-10-python.tar.gz or cifar-10-batches-py/ (default $EDGECIFAR_DATA, else the run's data).")
+def export(model: Path | None, everything: bool, out: Path | None, n_calibration: int, val_size: int,
+           threshold: float, data: Path | None, **flags: bool) -> None:
+    """Convert MODEL (a run directory or .keras file; default: the newest run) to TFLite/ONNX files,
+    validate each one in its device runtime against Keras, and write edgecifar.json beside them.
+    No format flag means --fp32."""
+    from rich.console import Console
+
+    from edgecifar.errors import require_tensorflow
+    from edgecifar.export import formats, pipeline, report, source
+    from edgecifar.export.job import quiet
+
+    src = source.resolve(model)
+    chosen = formats.select(flags, everything)
+    with quiet():  # TensorFlow's start-up notes (oneDNN, absl) are not for the user
+        require_tensorflow()
+    err = Console(stderr=True)
+    cfg = pipeline.ExportConfig(src, chosen, out=out, data=str(data) if data else None, val_size=val_size,
+                                n_calibration=n_calibration, threshold=threshold)
+    result = pipeline.run(cfg, say=lambda msg: err.print(msg, highlight=False))
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    out = Console()
+    if not out.is_terminal:  # logs and pipes: do not squeeze the table into 80 columns
+        out = Console(width=max(out.width, 120))
+    out.print(report.table(result, threshold))
+    for o in result.failed:
+        click.echo(f"error: {o.fmt.title} ({o.path.name}) failed: {o.validation.error}", err=True)
+    if result.failed:
+        raise SystemExit(1)

@@ -1,0 +1,81 @@
+"""What every format writer receives: the Keras model, its name, the calibration images and the contract.
+
+One small value object, so that the writers in ``tflite.py`` and ``onnx.py`` share one signature
+``writer(job, dest)`` and the format table can call them without knowing which is which.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from edgecifar import INPUT_SHAPE, LABELS
+
+#: The input every exported file takes (the manifest and ONNX metadata repeat it).
+INPUT_NAME = "pixels"
+OUTPUT_NAME = "probabilities"
+PIXEL_RANGE = (0, 255)
+
+
+class ExportFailure(Exception):
+    """One format could not be written or did not meet its contract; the others go on."""
+
+
+@dataclass
+class ExportJob:
+    """The inputs shared by every format of one ``edgecifar export`` call."""
+
+    model: Any                                 # a keras.Model, float32, [N,32,32,3] -> [N,10]
+    name: str                                  # recipe or .keras stem: the file name prefix
+    calibration: np.ndarray                    # float32 [N,32,32,3] pixels 0-255, 0 and 255 both present
+    labels: tuple[str, ...] = LABELS
+    cache: dict[str, Any] = field(default_factory=dict)  # results shared between formats (fp32 ONNX graph)
+
+    def input_contract(self) -> dict[str, Any]:
+        return {"name": INPUT_NAME, "shape": [-1, *INPUT_SHAPE], "layout": "NHWC", "range": list(PIXEL_RANGE)}
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception (converters raise pages of MLIR or C++ text)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:limit] if lines else type(exc).__name__
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence the converters' C++ and Python chatter (MLIR notes, "Saved artifact at", XNNPACK INFO).
+
+    Redirects file descriptors 1 and 2, not just sys.stdout, because TFLite, tf2onnx and onnxruntime
+    print from C++. Their errors still arrive as exceptions. ``EDGECIFAR_DEBUG=1`` shows everything.
+    """
+    if os.environ.get("EDGECIFAR_DEBUG"):
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = (os.dup(1), os.dup(2))
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            try:
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+                        warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        for fd in saved:
+            os.close(fd)

@@ -1,0 +1,148 @@
+"""One export call: check every input first, then write, validate and record each format in turn.
+
+All input errors (model, data, calibration, output folder) are raised before the first file is
+written. After that a format that fails is reported and the others still go on. Each file is written
+under a temporary name, validated there, and renamed only if it loads and runs: a failed format
+leaves nothing behind (an older file of the same name stays, with its manifest entry).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgecifar import data as cifar
+from edgecifar.export import calibration, manifest
+from edgecifar.export.formats import Format
+from edgecifar.export.job import ExportJob, one_line
+from edgecifar.export.source import Source, describe, load_model
+from edgecifar.export.validate import FAILED, Validation, keras_scores, validate
+from edgecifar.fileio import atomic_path, check_writable_dir
+
+
+@dataclass
+class ExportConfig:
+    source: Source
+    formats: list[Format]
+    out: Path | None = None
+    data: str | None = None
+    val_size: int = 2000
+    n_calibration: int = 500
+    threshold: float = 1.0
+
+
+@dataclass
+class Outcome:
+    """One format's result: the file (None when it failed) and its validation."""
+
+    fmt: Format
+    path: Path
+    validation: Validation
+    written: bool
+
+
+@dataclass
+class Report:
+    name: str
+    out: Path
+    keras_accuracy: float
+    images: int
+    outcomes: list[Outcome] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.validation.status == FAILED]
+
+
+def data_path(cfg: ExportConfig) -> str | None:
+    """--data, else $EDGECIFAR_DATA, else the data the run trained on (if still there), else the usual places."""
+    if cfg.data:
+        return cfg.data
+    if os.environ.get(cifar.ENV_VAR):
+        return None
+    trained_on = cfg.source.data_source
+    return trained_on if trained_on and Path(trained_on).exists() else None
+
+
+def run(cfg: ExportConfig, say: Callable[[str], None] = lambda _: None) -> Report:
+    """Export ``cfg.formats`` of ``cfg.source`` into ``cfg.out`` and return what happened."""
+    out = Path(cfg.out) if cfg.out else cfg.source.run_dir / "export"
+    created = not out.exists()
+    check_writable_dir(out)
+    try:
+        return _run(cfg, out, say)
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # an error before the first file: leave no trace, not even the folder
+
+
+def _run(cfg: ExportConfig, out: Path, say: Callable[[str], None]) -> Report:
+    model = load_model(cfg.source)
+    ds = cifar.load(data_path(cfg))
+    calibrated = any(f.calibrated for f in cfg.formats)
+    split = calibration.split(ds, cfg.val_size, cfg.n_calibration if calibrated else calibration.MIN_CALIBRATION,
+                              cfg.source.holdout)
+    warnings = []
+    if cfg.source.data_fingerprint and cfg.source.data_fingerprint != ds.fingerprint:
+        warnings.append(f"data {ds.source} (fingerprint {ds.fingerprint}) is not the data the model trained on "
+                        f"({cfg.source.data_fingerprint}): validation images may include training images")
+    if len(split.y_val) < cfg.val_size:
+        warnings.append(f"only {len(split.y_val)} held-out images to validate on (--val-size {cfg.val_size})")
+
+    say(f"{cfg.source.path}: Keras reference on {len(split.y_val):,} validation images")
+    reference = keras_scores(model, split.x_val)
+    job = ExportJob(model, cfg.source.name, split.calibration)
+    digest = manifest.sha256(cfg.source.path)
+    source = describe(cfg.source, model, digest)
+    report = Report(job.name, out, float(np.mean(np.argmax(reference, 1) == split.y_val)), len(split.y_val),
+                    warnings=warnings)
+    entries = []
+    for fmt in cfg.formats:
+        say(f"{fmt.title}: writing {out / fmt.filename(job.name)}")
+        outcome, loaded = _export_one(fmt, job, out, split, reference, cfg.threshold)
+        report.outcomes.append(outcome)
+        if outcome.written:
+            entries.append(manifest.file_entry(fmt, outcome.path, job, source, outcome.validation, loaded))
+
+    old = manifest.read(out)
+    head = manifest.header(
+        source,
+        {"images": cfg.n_calibration, "seed": calibration.SEED, "source": ds.source} if calibrated
+        else (old or {}).get("calibration"),
+        {"images": report.images, "split": "stratified validation split of the training images",
+         "holdout": split.holdout, "seed": calibration.SEED, "source": ds.source,
+         "keras_accuracy": report.keras_accuracy})
+    if entries:
+        manifest.write(out, manifest.merge(old, head, entries, out))
+    return report
+
+
+def _export_one(fmt: Format, job: ExportJob, out: Path, split, reference: np.ndarray, threshold: float):
+    """Write one format to a temporary name, validate it there, rename it only if it runs."""
+    final = out / fmt.filename(job.name)
+    loaded = None
+    try:
+        with atomic_path(final) as tmp:
+            fmt.write(job, tmp)
+            result, loaded = validate(tmp, split.x_val, split.y_val, reference, threshold)
+            if result.status == FAILED:
+                result.error = (result.error or "").replace(str(tmp), final.name)
+                raise _Rejected(result)
+    except _Rejected as rejected:
+        return Outcome(fmt, final, rejected.result, False), None
+    except Exception as exc:  # a converter fault fails this format only
+        keras_acc = float(np.mean(np.argmax(reference, 1) == split.y_val))
+        return Outcome(fmt, final, Validation(len(split.y_val), None, keras_acc, None, None, None, FAILED,
+                                              one_line(exc)), False), None
+    return Outcome(fmt, final, result, True), loaded
+
+
+class _Rejected(Exception):
+    def __init__(self, result: Validation):
+        super().__init__(result.error)
+        self.result = result

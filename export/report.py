@@ -1,0 +1,40 @@
+"""The results table, in the manner of Ultralytics' benchmark: one row per file, Keras as the reference."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.table import Table
+
+from edgecifar.export.pipeline import Outcome, Report
+from edgecifar.export.validate import DROP, FAILED
+
+COLUMNS = ("file", "KB", "accuracy", "drop", "agree", "max diff", "status")
+
+
+def status_text(outcome: Outcome, threshold: float) -> str:
+    v = outcome.validation
+    if v.status == FAILED:
+        return f"[red]failed: {v.error}[/]"
+    if v.status == DROP:
+        return f"[yellow]exported, accuracy drop {v.drop:.2f} pts above threshold {threshold:g}[/]"
+    return "[green]passed[/]"
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def table(report: Report, threshold: float) -> Table:
+    """Size in KB, accuracy on the validation images, drop in points against Keras, top-1 agreement
+    with Keras, largest absolute difference of any probability, status."""
+    t = Table(title=f"{report.name} -> {report.out} ({report.images:,} validation images)",
+              box=box.SIMPLE_HEAD, title_justify="left")
+    for col in COLUMNS:
+        t.add_column(col, justify="left" if col in ("file", "status") else "right", no_wrap=col != "status")
+    t.add_row("model.keras", "", f"{report.keras_accuracy:.4f}", "", "", "", "Keras reference")
+    for o in report.outcomes:
+        v = o.validation
+        t.add_row(o.path.name, f"{o.path.stat().st_size / 1024:,.1f}" if o.written else "-",
+                  _num(v.accuracy, ".4f"), _num(v.drop, "+.2f"), _num(v.agreement, ".4f"),
+                  _num(v.max_abs_diff, ".1e"), status_text(o, threshold))
+    return t

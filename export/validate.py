@@ -1,0 +1,62 @@
+"""Check an exported file the way a device will run it: through ``edgecifar.runtime`` (LiteRT or
+onnxruntime, never TensorFlow's interpreter), against the Keras model on the validation images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgecifar import metrics, runtime
+from edgecifar.export.job import one_line, quiet
+
+PASSED, DROP, FAILED = "passed", "accuracy drop", "failed"
+
+
+@dataclass
+class Validation:
+    """How one file compares with Keras on the validation images; ``drop`` is in accuracy points."""
+
+    images: int
+    accuracy: float | None
+    keras_accuracy: float
+    drop: float | None
+    agreement: float | None
+    max_abs_diff: float | None
+    status: str
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def keras_scores(model, images: np.ndarray, batch: int = 500) -> np.ndarray:
+    """The reference probabilities, in batches (the same call train uses for its accuracy)."""
+    out = [np.asarray(model(images[i:i + batch].astype(np.float32), training=False))
+           for i in range(0, len(images), batch)]
+    return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
+
+
+def validate(path: Path, images: np.ndarray, labels: np.ndarray, reference: np.ndarray,
+             threshold: float, threads: int = 1) -> tuple[Validation, object | None]:
+    """Load ``path`` in its runtime, score the images, compare; return the result and the loaded model.
+
+    A file that will not load or run is ``failed``; one that runs but loses more than ``threshold``
+    points is ``accuracy drop`` (a warning: the file is kept, the table says so).
+    """
+    keras_acc = metrics.accuracy(reference, labels)
+    try:
+        with quiet():  # LiteRT announces its XNNPACK delegate on stderr
+            model = runtime.load(path, threads=threads)
+            scores = model.predict(images)
+        if scores.shape != reference.shape or not np.all(np.isfinite(scores)):
+            raise ValueError(f"output has shape {scores.shape} or non-finite values, expected {reference.shape}")
+    except Exception as exc:  # any runtime fault becomes this file's one-line status
+        return Validation(len(labels), None, keras_acc, None, None, None, FAILED, one_line(exc)), None
+    acc = metrics.accuracy(scores, labels)
+    drop = round((keras_acc - acc) * 100, 4)
+    status = PASSED if drop <= threshold else DROP
+    return Validation(len(labels), acc, keras_acc, drop, metrics.agreement(scores, reference),
+                      metrics.max_abs_diff(scores, reference), status), model
