@@ -1,0 +1,202 @@
+"""``edgecifar export``: every format from one real (tiny) training run, exported once per module and
+checked the way a device uses it: in a subprocess that never imports TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgecifar import LABELS
+from edgecifar.cli import main
+
+pytestmark = pytest.mark.slow
+
+EXPECTED_FILES = ["baseline_fp32.tflite", "baseline_fp16.tflite", "baseline_dynamic.tflite",
+                  "baseline_int8.tflite", "baseline_fp32.onnx", "baseline_int8.onnx"]
+
+
+def export_cli(*args: str):
+    return CliRunner().invoke(main, ["export", *args])
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, synthetic_archive, tmp_path_factory):
+    """``export --all`` of the synthetic baseline run, once for the whole module."""
+    out = tmp_path_factory.mktemp("export") / "all"
+    result = export_cli(str(trained_run), "--all", "--calibration", "100", "--data", str(synthetic_archive),
+                        "--out", str(out))
+    assert result.exit_code == 0, result.output + result.stderr
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def synthetic_images(synthetic_archive):
+    """Every image of the synthetic archive (500) and the Keras model's scores on them."""
+    from edgecifar import data
+
+    ds = data.load(synthetic_archive)
+    return np.concatenate([ds.x_train, ds.x_test]), np.concatenate([ds.y_train, ds.y_test])
+
+
+@pytest.fixture(scope="module")
+def keras_scores(trained_run, synthetic_images):
+    import keras
+
+    model = keras.saving.load_model(trained_run / "model.keras", compile=False)
+    x, _ = synthetic_images
+    return np.asarray(model(x.astype(np.float32), training=False))
+
+
+@pytest.fixture(scope="module")
+def device_scores(exported, synthetic_images, tmp_path_factory):
+    """Each file's scores from a fresh Python that imports edgecifar.runtime only, never TensorFlow."""
+    out, _ = exported
+    work = tmp_path_factory.mktemp("device")
+    np.save(work / "x.npy", synthetic_images[0])
+    script = textwrap.dedent(f"""
+        import sys, json
+        import numpy as np
+        from edgecifar import runtime
+        x = np.load({str(work / 'x.npy')!r})
+        scores, quant = {{}}, {{}}
+        for name in {EXPECTED_FILES!r}:
+            model = runtime.load({str(out)!r} + "/" + name)
+            scores[name] = model.predict(x)
+            q = getattr(model, "input_quant", None)
+            quant[name] = None if q is None else [float(q.scale), int(q.zero_point), str(q.dtype)]
+        np.savez({str(work / 'scores.npz')!r}, **scores)
+        assert "tensorflow" not in sys.modules, "runtime imported TensorFlow"
+        print(json.dumps(quant))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    quant = json.loads(proc.stdout.strip().splitlines()[-1])
+    with np.load(work / "scores.npz") as npz:
+        return {k: npz[k] for k in npz.files}, quant
+
+
+def test_export_all_writes_every_format_and_a_manifest(exported):
+    out, result = exported
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted(EXPECTED_FILES + ["edgecifar.json"])  # and no temporary files left
+    manifest = json.loads((out / "edgecifar.json").read_text())
+    assert [f["file"] for f in manifest["files"]] == EXPECTED_FILES
+    assert all(f["validation"]["status"] == "passed" for f in manifest["files"])
+    for name in ("baseline_int8.tflite", "baseline_fp32.onnx"):
+        assert name in result.output
+
+
+def test_manifest_has_the_shape_the_bench_reads(exported, trained_run):
+    out, _ = exported
+    m = json.loads((out / "edgecifar.json").read_text())
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert m["source"]["model"] == str(trained_run / "model.keras")
+    assert len(m["source"]["sha256"]) == 16
+    assert m["source"]["recipe"] == "baseline"
+    assert m["source"]["parameters"] == metrics["parameters"] and m["source"]["macs"] == metrics["macs"]
+    assert m["source"]["data_fingerprint"] == metrics["data"]["fingerprint"]
+    assert m["calibration"]["images"] == 100 and m["calibration"]["seed"] == 0
+    assert m["validation"]["images"] == 50  # the run held out 50 images; export validates on those
+    assert 0 <= m["validation"]["keras_accuracy"] <= 1
+    by_file = {f["file"]: f for f in m["files"]}
+    for entry in m["files"]:
+        assert entry["bytes"] == (out / entry["file"]).stat().st_size and len(entry["sha256"]) == 64
+        assert entry["model"] == "baseline" and entry["labels"] == list(LABELS)
+        assert entry["input"]["name"] == "pixels" and entry["input"]["shape"] == [-1, 32, 32, 3]
+        assert entry["input"]["layout"] == "NHWC" and entry["input"]["range"] == [0, 255]
+        assert entry["output"]["meaning"] == "probabilities" and entry["output"]["labels"] == list(LABELS)
+        v = entry["validation"]
+        assert set(v) >= {"images", "accuracy", "keras_accuracy", "drop", "agreement", "max_abs_diff", "status",
+                          "error"}
+        assert v["error"] is None and v["images"] == 50
+    assert {(f["format"], f["precision"], f["runtime"]) for f in m["files"]} == {
+        ("tflite", "fp32", "litert"), ("tflite", "fp16", "litert"), ("tflite", "dynamic", "litert"),
+        ("tflite", "int8", "litert"), ("onnx", "fp32", "onnxruntime"), ("onnx", "int8", "onnxruntime")}
+    int8 = by_file["baseline_int8.tflite"]
+    assert (int8["input"]["dtype"], int8["input"]["scale"], int8["input"]["zero_point"]) == ("int8", 1.0, -128)
+    assert int8["output"]["dtype"] == "int8"
+    assert by_file["baseline_fp32.onnx"]["input"]["dtype"] == "float32"
+
+
+def test_fp32_files_match_keras_without_tensorflow(device_scores, keras_scores):
+    scores, _ = device_scores
+    for name in ("baseline_fp32.tflite", "baseline_fp32.onnx"):
+        assert np.max(np.abs(scores[name] - keras_scores)) < 1e-4, name
+
+
+def test_every_file_agrees_with_keras_without_tensorflow(device_scores, keras_scores):
+    scores, _ = device_scores
+    for name in EXPECTED_FILES:
+        agreement = np.mean(np.argmax(scores[name], 1) == np.argmax(keras_scores, 1))
+        assert agreement >= 0.95, f"{name}: top-1 agreement {agreement:.3f}"
+
+
+def test_int8_input_represents_every_pixel_exactly(device_scores):
+    _, quant = device_scores
+    assert quant["baseline_int8.tflite"] == [1.0, -128, "int8"]
+
+
+def test_int8_tflite_has_int8_input_output_and_conv_weights(exported):
+    from ai_edge_litert.interpreter import Interpreter
+
+    out, _ = exported
+    it = Interpreter(model_path=str(out / "baseline_int8.tflite"))
+    inp, outp = it.get_input_details()[0], it.get_output_details()[0]
+    assert inp["dtype"] == np.int8 and outp["dtype"] == np.int8
+    assert inp["quantization"] == (1.0, -128)
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    convs = [op for op in it._get_ops_details() if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    assert convs, "no convolution in the int8 file"
+    for op in convs:
+        assert tensors[op["inputs"][1]]["dtype"] == np.int8, op
+
+
+def test_onnx_files_carry_labels_contract_and_pinned_opset(exported):
+    import onnx
+
+    from edgecifar.export.onnx import OPSET
+
+    out, _ = exported
+    for name, precision in (("baseline_fp32.onnx", "fp32"), ("baseline_int8.onnx", "int8")):
+        proto = onnx.load(out / name)
+        meta = {p.key: p.value for p in proto.metadata_props}
+        assert json.loads(meta["labels"]) == list(LABELS)
+        assert json.loads(meta["input"])["layout"] == "NHWC" and meta["precision"] == precision
+        (inp,) = proto.graph.input
+        dims = inp.type.tensor_type.shape.dim
+        assert inp.name == "pixels" and [d.dim_value for d in dims[1:]] == [32, 32, 3]
+        assert not dims[0].dim_value  # dynamic batch
+        assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) == OPSET
+    ops = {n.op_type for n in onnx.load(out / "baseline_int8.onnx").graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_reexport_merges_manifest_entries_by_file_name(exported, trained_run, synthetic_archive, tmp_path):
+    out, _ = exported
+    copy = tmp_path / "again"
+    shutil.copytree(out, copy)
+    result = export_cli(str(trained_run), "--fp16", "--data", str(synthetic_archive), "--out", str(copy))
+    assert result.exit_code == 0, result.output + result.stderr
+    m = json.loads((copy / "edgecifar.json").read_text())
+    assert [f["file"] for f in m["files"]] == EXPECTED_FILES
+    assert m["calibration"]["images"] == 100  # the int8 files' calibration is still described
+
+
+def test_no_format_flag_means_fp32_next_to_the_newest_run(trained_run, synthetic_archive, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    run = runs / "copied-run"
+    run.mkdir(parents=True)
+    for name in ("model.keras", "metrics.json"):
+        shutil.copy(trained_run / name, run / name)
+    monkeypatch.setenv("EDGECIFAR_RUNS", str(runs))
+    result = export_cli("--data", str(synthetic_archive))
+    assert result.exit_code == 0, result.output + result.stderr
+    assert sorted(p.name for p in (run / "export").iterdir()) == ["baseline_fp32.tflite", "edgecifar.json"]
