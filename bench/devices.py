@@ -258,7 +258,7 @@ def parse_benchmark_model(text: str) -> dict:
         if m:
             out["runs"] = int(m.group(1))
             for key, value in _PAIR_RE.findall(m.group(2)):
-                if key in ("first", "curr", "min", "max", "avg", "std", "p5", "median", "p95"):
+                if key in ("min", "max", "std", "p5", "median", "p95"):  # first/avg come from the timings line
                     out[f"{key}_ms"] = float(value) / 1e3
             break
     for line in lines:
