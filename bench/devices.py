@@ -149,10 +149,15 @@ class SSHDevice:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
     def _scp(self, local: Path, remote: str, timeout: float = 300.0) -> None:
-        cmd = ["scp", "-q", *self._options(), "-P", str(self.port), str(local), f"{self.target}:{remote}"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        if proc.returncode != 0:
-            raise EdgeCifarError(f"scp {local.name} to {self.name} failed: {_last_line(proc.stderr, proc.returncode)}")
+        """Copy with scp; boards without an SFTP server (which new scp uses) get the legacy protocol (-O)."""
+        first = None
+        for legacy in ([], ["-O"]):
+            cmd = ["scp", "-q", *legacy, *self._options(), "-P", str(self.port), str(local), f"{self.target}:{remote}"]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+            if proc.returncode == 0:
+                return
+            first = first or _last_line(proc.stderr, proc.returncode)
+        raise EdgeCifarError(f"scp {local.name} to {self.name} failed: {first}")
 
     def _prepare(self) -> str:
         if self._failed:
@@ -197,7 +202,7 @@ class SSHDevice:
         if proc.returncode == 255:  # ssh's own failure, not the worker's
             return error(f"{self.name}: {_last_line(proc.stderr, proc.returncode)}")
         result = parse_worker_output(proc.stdout, proc.stderr, proc.returncode)
-        if result.get("status") != "ok" and "No module named edgecifar" in (proc.stderr or ""):
+        if result.get("status") != "ok" and re.search(r"No module named '?edgecifar", proc.stderr or ""):
             result["error"] = (f"{self.name}: edgecifar is not installed for {self.remote_python} "
                                "(pip install edgecifar on the board, or pass --remote-python)")
         return result
