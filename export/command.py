@@ -54,9 +54,9 @@ def export(model: Path | None, everything: bool, out: Path | None, n_calibration
     err = Console(stderr=True)
     cfg = pipeline.ExportConfig(src, chosen, out=out, data=str(data) if data else None, val_size=val_size,
                                 n_calibration=n_calibration, threshold=threshold)
-    result = pipeline.run(cfg, say=lambda msg: err.print(msg, highlight=False))
+    result = pipeline.run(cfg, say=lambda msg: err.print(msg, highlight=False, soft_wrap=True))
     for warning in result.warnings:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     out = Console()
     if not out.is_terminal:  # logs and pipes: do not squeeze the table into 80 columns
         out = Console(width=max(out.width, 120))

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from edgecifar import data as cifar
+from edgecifar.errors import EdgeCifarError
 from edgecifar.export import calibration, manifest
 from edgecifar.export.formats import Format
 from edgecifar.export.job import ExportJob, one_line
@@ -118,7 +119,11 @@ def _run(cfg: ExportConfig, out: Path, say: Callable[[str], None]) -> Report:
          "holdout": split.holdout, "seed": calibration.SEED, "source": ds.source,
          "keras_accuracy": report.keras_accuracy})
     if entries:
-        manifest.write(out, manifest.merge(old, head, entries, out))
+        try:
+            manifest.write(out, manifest.merge(old, head, entries, out))
+        except OSError as exc:
+            raise EdgeCifarError(f"{out / manifest.MANIFEST}: cannot write the manifest "
+                                 f"({exc.strerror or exc}); the model files were written") from None
     return report
 
 
