@@ -48,15 +48,16 @@ def load_image(path: str | Path, size: int = INPUT_SHAPE[0]) -> np.ndarray:
 
 def default_model() -> Path:
     """The best shipped model: the int8 TFLite file with the highest validation accuracy in the zoo."""
-    from edgecifar.zoo import ZOO_DIR, load_manifest
+    from edgecifar import zoo
 
-    entries = [e for e in load_manifest().get("files", [])
+    folder = zoo.ZOO_DIR
+    entries = [e for e in zoo.load_manifest(folder).get("files", [])
                if e.get("format", Path(e.get("file", "")).suffix.lstrip(".")) == "tflite"
-               and e.get("precision") == "int8" and (ZOO_DIR / e.get("file", "")).is_file()]
+               and e.get("precision") == "int8" and (folder / e.get("file", "")).is_file()]
     if not entries:
         raise ModelError("no shipped model yet (the zoo is empty): pass --model FILE.tflite")
     best = max(entries, key=lambda e: (e.get("validation") or {}).get("accuracy") or 0.0)
-    return ZOO_DIR / best["file"]
+    return folder / best["file"]
 
 
 def top_k(probs: np.ndarray, k: int, names=LABELS) -> list[tuple[str, float]]:

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -182,6 +183,28 @@ def test_boards_without_sftp_get_files_over_the_legacy_scp_protocol(tmp_path, be
         dev.close()
         stop(proc)
     assert not Path(remote).exists()
+
+
+def test_the_board_needs_only_the_base_install_for_tflite_files(bench_models, tmp_path):
+    """The worker an ssh board runs, in an environment with only the base packages (no TensorFlow,
+    no onnxruntime): TFLite files measure fine, ONNX files get a clear error row."""
+    from conftest import separable_images
+    from edgecifar.bench.devices import parse_worker_output
+    from test_predict import base_only_site
+
+    env = base_only_site(tmp_path)
+    x, y = separable_images(10, seed=5)
+    npz = tmp_path / "t.npz"
+    np.savez(npz, x=x, y=y)
+    results = {}
+    for name in ("tiny_int8.tflite", "tiny_fp32.onnx"):
+        proc = subprocess.run([sys.executable, "-S", "-m", "edgecifar.bench.worker", str(bench_models / name),
+                               "--images", str(npz), "--runs", "5", "--warmup", "1"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        results[name] = parse_worker_output(proc.stdout, proc.stderr, proc.returncode)
+    assert results["tiny_int8.tflite"]["status"] == "ok" and results["tiny_int8.tflite"]["runtime"] == "litert"
+    assert results["tiny_fp32.onnx"]["status"] == "error"
+    assert "onnxruntime is not installed" in results["tiny_fp32.onnx"]["error"]
 
 
 @pytest.mark.parametrize("url, user, host, port", [

@@ -1,0 +1,184 @@
+"""``edgecifar predict``: photos of any size -> 32x32 (center square, BOX downscale) -> LiteRT, no TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import separable_images
+from edgecifar import LABELS
+from edgecifar.bench import predict as pred
+from edgecifar.cli import main
+from test_bench_models import bench_models  # noqa: F401  (shared session fixture)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Test images as files: big, non-square, RGBA, greyscale, JPEG; with the 32x32 image and class each shows."""
+    d = tmp_path_factory.mktemp("photos")
+    x, y = separable_images(6, seed=11)
+    out = []
+    # 3x nearest upscale (96x96), then 16 px of black on each side: 96x128, a landscape photo.
+    for i in range(3):
+        big = np.kron(x[i], np.ones((3, 3, 1), np.uint8))
+        wide = np.zeros((96, 128, 3), np.uint8)
+        wide[:, 16:112] = big
+        path = d / f"wide_{i}.png"
+        Image.fromarray(wide).save(path)
+        out.append((path, x[i], int(y[i])))
+    rgba = d / "rgba.png"
+    Image.fromarray(np.kron(x[3], np.ones((2, 2, 1), np.uint8))).convert("RGBA").save(rgba)
+    out.append((rgba, x[3], int(y[3])))
+    jpeg = d / "photo.jpg"
+    Image.fromarray(np.kron(x[4], np.ones((4, 4, 1), np.uint8))).save(jpeg, quality=95)
+    out.append((jpeg, x[4], int(y[4])))
+    return out
+
+
+def test_images_are_center_cropped_and_box_downscaled_to_32x32(photos):
+    for path, original, _ in photos[:4]:          # lossless files: BOX undoes a k x k upscale exactly
+        pixels = pred.load_image(path)
+        assert pixels.shape == (32, 32, 3) and pixels.dtype == np.uint8
+        np.testing.assert_array_equal(pixels, original)
+    jpeg = pred.load_image(photos[4][0])
+    assert np.abs(jpeg.astype(int) - photos[4][1].astype(int)).mean() < 6   # JPEG is lossy, BOX averages it out
+
+
+def test_box_downscale_averages_the_pixels_it_covers(tmp_path):
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[::2, ::2] = 200                              # one bright pixel in every 2x2 cell
+    path = tmp_path / "checker.png"
+    Image.fromarray(img).save(path)
+    assert np.all(pred.load_image(path) == 50)       # area average, not a sample of one pixel
+
+
+def test_greyscale_and_palette_images_become_rgb(tmp_path):
+    grey = tmp_path / "grey.png"
+    Image.fromarray(np.full((40, 40), 77, np.uint8), mode="L").save(grey)
+    pal = tmp_path / "pal.gif"
+    Image.fromarray(np.full((50, 70, 3), 120, np.uint8)).convert("P").save(pal)
+    assert np.all(pred.load_image(grey) == 77)
+    assert pred.load_image(pal).shape == (32, 32, 3)
+
+
+def test_predict_prints_class_probability_and_top3_per_image(photos, bench_models):
+    paths = [str(p) for p, _, _ in photos]
+    result = CliRunner().invoke(main, ["predict", *paths, "--model", str(bench_models / "tiny_int8.tflite")])
+    assert result.exit_code == 0, result.output
+    lines = [ln for ln in result.stdout.splitlines() if ln.strip()]
+    assert len(lines) == len(photos)
+    right = 0
+    for line, (path, _, label) in zip(lines, photos):
+        assert line.startswith(f"{path}: ")
+        best = line.split(": ", 1)[1].split(" (")[0]
+        assert best in LABELS
+        assert line.count("%") == 4                  # the class's probability and three in the top 3
+        right += best == LABELS[label]
+    assert right >= 4                                # a model trained on these separable images
+
+
+def test_unreadable_images_are_reported_and_the_others_still_classified(photos, bench_models, tmp_path):
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(np.random.default_rng(1).bytes(500))
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(photos[4][0].read_bytes()[:200])
+    result = CliRunner().invoke(main, ["predict", str(junk), str(photos[0][0]), str(tmp_path / "none.png"),
+                                       str(truncated), "--model", str(bench_models / "tiny_int8.tflite")])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert f"error: {junk}: not a readable image" in result.stderr
+    assert f"error: {tmp_path / 'none.png'}: no such file" in result.stderr
+    assert f"error: {truncated}: not a readable image" in result.stderr
+    assert result.stdout.count(f"{photos[0][0]}: ") == 1
+    assert "3 of 4 image(s) could not be read" in result.stderr
+
+
+def test_predict_without_a_model_and_an_empty_zoo_says_to_pass_model(photos, monkeypatch, tmp_path):
+    monkeypatch.setattr("edgecifar.zoo.ZOO_DIR", tmp_path)
+    result = CliRunner().invoke(main, ["predict", str(photos[0][0])])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: no shipped model yet (the zoo is empty): pass --model FILE.tflite"
+
+
+def test_default_model_is_the_zoos_most_accurate_int8_tflite(tmp_path, monkeypatch, bench_models):
+    for name in ("a_int8.tflite", "b_int8.tflite", "c_fp32.tflite", "d_int8.onnx"):
+        (tmp_path / name).write_bytes((bench_models / "tiny_int8.tflite").read_bytes())
+    entries = [("a_int8.tflite", "tflite", "int8", 0.80), ("b_int8.tflite", "tflite", "int8", 0.86),
+               ("c_fp32.tflite", "tflite", "fp32", 0.95), ("d_int8.onnx", "onnx", "int8", 0.99)]
+    (tmp_path / "edgecifar.json").write_text(json.dumps({"files": [
+        {"file": f, "format": fmt, "precision": p, "validation": {"accuracy": a}} for f, fmt, p, a in entries]}))
+    monkeypatch.setattr("edgecifar.zoo.ZOO_DIR", tmp_path)
+    assert pred.default_model() == tmp_path / "b_int8.tflite"
+
+
+def test_predict_rejects_onnx_and_wrong_input_models_in_one_line(photos, bench_models):
+    for model, message in (("tiny_fp32.onnx", "predict runs .tflite files with LiteRT"),
+                           ("wrong_shape.tflite", "input shape Nx28x28x1, expected Nx32x32x3")):
+        result = CliRunner().invoke(main, ["predict", str(photos[0][0]), "--model", str(bench_models / model)])
+        assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
+
+
+def test_predict_never_imports_tensorflow(photos, bench_models):
+    code = ("import sys\n"
+            "from click.testing import CliRunner\n"
+            "from edgecifar.cli import main\n"
+            f"r = CliRunner().invoke(main, ['predict', {str(photos[0][0])!r}, '--model', "
+            f"{str(bench_models / 'tiny_int8.tflite')!r}])\n"
+            "assert r.exit_code == 0, r.output\n"
+            "print(sorted(m for m in ('tensorflow', 'keras', 'onnxruntime') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_top_k_orders_by_probability():
+    probs = np.array([0.05, 0.5, 0.1, 0.3, 0.05, 0, 0, 0, 0, 0], np.float32)
+    assert pred.top_k(probs, 3) == [("automobile", 0.5), ("cat", pytest.approx(0.3)), ("bird", pytest.approx(0.1))]
+
+
+#: What the base install brings (setup.cfg install_requires and their dependencies): no TensorFlow,
+#: no Keras, no onnxruntime.
+BASE_PACKAGES = ("numpy", "numpy.libs", "click", "PIL", "pillow.libs", "rich", "markdown_it", "mdurl", "pygments",
+                 "ai_edge_litert", "backports", "flatbuffers", "tqdm", "typing_extensions.py", "google", "ml_dtypes")
+
+
+def base_only_site(tmp_path: Path) -> dict:
+    """The environment of a device with only the base install: a site folder holding the base packages
+    (links into this venv) and edgecifar laid out as the wheel installs it. Run Python with -S in it,
+    so the full venv (TensorFlow, onnxruntime...) is invisible."""
+    import edgecifar
+    import numpy
+
+    site_packages = Path(numpy.__file__).parents[1]
+    root = Path(edgecifar.__file__).parents[1]
+    site = tmp_path / "base-site"
+    (site / "edgecifar").mkdir(parents=True)
+    for name in BASE_PACKAGES:
+        if (site_packages / name).exists():
+            (site / name).symlink_to(site_packages / name)
+    for item in (root / "edgecifar").iterdir():
+        if item.name != "__pycache__":
+            (site / "edgecifar" / item.name).symlink_to(item)
+    for stage in ("train", "export", "bench"):
+        (site / "edgecifar" / stage).symlink_to(root / stage)
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    probe = subprocess.run([sys.executable, "-S", "-c", "import tensorflow"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert probe.returncode != 0 and "No module named 'tensorflow'" in probe.stderr
+    return env
+
+
+def test_predict_runs_where_only_the_base_install_is_present(photos, bench_models, tmp_path):
+    env = base_only_site(tmp_path)
+    proc = subprocess.run([sys.executable, "-S", "-m", "edgecifar", "predict", str(photos[0][0]),
+                           "--model", str(bench_models / "tiny_int8.tflite")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"{photos[0][0]}: ") and "top 3:" in proc.stdout
