@@ -62,7 +62,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("edge_fast", "edge_fast", "plain convnet 32/128/128, one-cycle SGD, bf16, flip+translate",
            30, 256, lr=0.4, weight_decay=5e-4, label_smoothing=0.2, augment="flip_translate",
            mixed_bfloat16=True, **_SGD),
-    Recipe("edge_tiny", "edge_tiny", "plain convnet 24/48/96, one-cycle SGD, bf16, flip+translate",
+    Recipe("edge_tiny", "edge_tiny", "plain convnet 24/32/64 at full resolution, one-cycle SGD, bf16, flip+translate",
            40, 256, lr=0.4, weight_decay=5e-4, label_smoothing=0.1, augment="flip_translate",
            mixed_bfloat16=True, **_SGD),
 ]}

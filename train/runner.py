@@ -40,6 +40,8 @@ class RunConfig:
     overwrite: bool = False
     weights: str | None = None      # MobileNetV2 backbone weights (file or folder)
     progress: bool = True
+    strategy: str | None = None     # None (one process), "mirrored" or "multi-worker": see train/distributed.py
+    collective_timeout: float = 120.0   # seconds a worker waits for the others before failing
 
     @property
     def run_dir(self) -> Path:
@@ -182,7 +184,17 @@ def load_checkpoint(run_dir: Path):
 # --------------------------------------------------------------------------- the run
 
 def run(cfg: RunConfig, console=None) -> dict:
-    """Train ``cfg.recipe`` and write the run directory; return the metrics dict."""
+    """Train ``cfg.recipe`` and write the run directory; return the metrics dict.
+
+    With ``cfg.strategy`` the run is data-parallel on tf.distribute (train/distributed.py): the strategy
+    is created first, and only the chief writes the run directory."""
+    from edgecifar.train.distributed import session
+
+    with session(cfg) as (cfg, dist):
+        return _run(cfg, console, dist)
+
+
+def _run(cfg: RunConfig, console, dist) -> dict:
     import keras
     import tensorflow as tf
     from rich.console import Console
@@ -213,13 +225,15 @@ def run(cfg: RunConfig, console=None) -> dict:
 
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
-    if cfg.resume:
+    if dist is not None:
+        model, state = dist.model_and_state(cfg, steps)
+    elif cfg.resume:
         model, state = load_checkpoint(run_dir)
         console.print(f"resuming {run_dir} after epoch {state.epochs_done}/{recipe.epochs}")
     else:
         model, state = build_model(recipe, cfg.weights), State()
         compile_model(model, recipe, steps, recipe.epochs)
-    stopper = EarlyStopper(recipe.early_stopping, **state.stopper)
+    stopper = EarlyStopper(**{**state.stopper, "patience": recipe.early_stopping})
     best_weights = run_dir / CHECKPOINT / "best.weights.h5"
 
     with (make_progress(console) if cfg.progress else _NullProgress()) as progress:
@@ -229,10 +243,14 @@ def run(cfg: RunConfig, console=None) -> dict:
             if state.stopped_early:
                 break
             cb = ProgressCallback(progress, run_task, epoch, recipe.epochs, steps, recipe.batch_size, len(x_tr))
-            hist = model.fit(epoch_dataset(x_tr, y_tr, recipe.batch_size, cfg.seed, epoch, recipe.augment),
-                             epochs=1, verbose=0, shuffle=False, callbacks=[cb])
-            val_loss, val_acc = model.evaluate(x_val.astype(np.float32), keras.utils.to_categorical(y_val, 10),
-                                               batch_size=500, verbose=0)
+            train_ds = epoch_dataset(x_tr, y_tr, recipe.batch_size, cfg.seed, epoch, recipe.augment)
+            if dist is not None:  # tf.distribute step loop: Keras 3 model.fit breaks under multi-worker
+                hist = _History({k: [v] for k, v in dist.fit_epoch(model, train_ds, cb).items()})
+                val_loss, val_acc = dist.evaluate(model, x_val, y_val)
+            else:
+                hist = model.fit(train_ds, epochs=1, verbose=0, shuffle=False, callbacks=[cb])
+                val_loss, val_acc = model.evaluate(x_val.astype(np.float32), keras.utils.to_categorical(y_val, 10),
+                                                   batch_size=500, verbose=0)
             row = {"epoch": epoch + 1, "loss": hist.history["loss"][-1], "accuracy": hist.history["accuracy"][-1],
                    "val_loss": float(val_loss), "val_accuracy": float(val_acc),
                    "lr": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
@@ -275,6 +293,8 @@ def run(cfg: RunConfig, console=None) -> dict:
         "git_commit": git_commit(),
         "command": " ".join(["edgecifar", "train", *sys.argv[2:]]) if sys.argv[1:2] == ["train"] else None,
     }
+    if dist is not None:
+        metrics.update(dist.describe())
     with atomic_path(run_dir / "model.keras") as tmp:
         final.save(tmp)
     write_text(run_dir / "history.csv", _history_csv(state.history))
@@ -295,6 +315,11 @@ def _history_csv(rows: list[dict]) -> str:
         writer.writeheader()
         writer.writerows(rows)
     return buf.getvalue()
+
+
+@dataclass
+class _History:
+    history: dict
 
 
 class _NullProgress:

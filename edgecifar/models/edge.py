@@ -59,6 +59,18 @@ def edge_fast() -> keras.Model:
 
 
 @register(family="edge")
-def edge_tiny() -> keras.Model:
-    """Plain 3-stage convnet 16/48/96 (under 100 KB as int8)."""
-    return plain_convnet("edge_tiny", (24, 48, 96), stem=16)
+def edge_tiny(act: str = "gelu") -> keras.Model:
+    """Plain convnet 24/32/64 at full 32x32 resolution first (84k params, under 100 KB as int8)."""
+    inp = pixels_input()
+    x = standardize(inp)
+    x = _conv_bn_act(x, 24, None, act)
+    x = _conv_bn_act(x, 24, None, act)
+    for w in (32, 64):
+        x = layers.Conv2D(w, 3, padding="same", use_bias=False)(x)
+        x = layers.MaxPooling2D()(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
+        x = layers.Activation(act)(x)
+        x = _conv_bn_act(x, w, None, act)
+    x = layers.MaxPooling2D()(x)
+    x = layers.GlobalMaxPooling2D()(x)
+    return keras.Model(inp, classifier(x), name="edge_tiny")

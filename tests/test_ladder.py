@@ -1,0 +1,31 @@
+"""bench.ladder: seeds of a recipe aggregate into one row beside the seed notebook's figure."""
+
+from __future__ import annotations
+
+import json
+
+from edgecifar.bench.ladder import markdown, summarise
+
+
+def _run(recipe, seed, test, val=0.5, epochs=10):
+    return {"recipe": recipe, "seed": seed, "test_accuracy": test, "val_accuracy": val, "epochs": epochs,
+            "test_images": 1000, "train_images": 35000}
+
+
+def test_seeds_of_a_recipe_become_one_row_with_mean_and_range_in_ladder_order():
+    rows = summarise([_run("deeper", 1, 0.70), _run("baseline", 0, 0.60), _run("baseline", 1, 0.64),
+                      _run("baseline", 2, 0.62)])
+    assert [r.recipe for r in rows] == ["baseline", "deeper"]
+    base = rows[0]
+    assert base.seeds == (0, 1, 2) and abs(base.test_mean - 0.62) < 1e-12
+    assert (base.test_min, base.test_max) == (0.60, 0.64) and base.reference == 0.689
+
+
+def test_markdown_names_the_test_image_count_and_reference():
+    text = markdown(summarise([_run("augment", 0, 0.8)]))
+    assert "| `augment` | 1 | 80.0% (80.0%–80.0%) | 1,000 |" in text and "76.9%" in text
+
+
+def test_recipes_outside_the_ladder_follow_it_without_a_reference():
+    rows = summarise([_run("resnet8", 0, 0.86), _run("l2", 0, 0.7)])
+    assert [r.recipe for r in rows] == ["l2", "resnet8"] and rows[1].reference is None
