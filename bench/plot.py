@@ -46,11 +46,6 @@ def pareto_plot(rows: list[dict], path: str | Path, title: str = "CIFAR-10 top-1
         front = pareto_front(list(zip(lat.tolist(), acc.tolist())))
         ax.step(lat[front], acc[front], where="post", color="tab:red", lw=1.5, label="Pareto front")
         ax.plot(lat[front], acc[front], "o", mfc="none", mec="tab:red", ms=11)
-        offsets = [(6, 6), (6, -12), (6, 16), (6, -22)]  # staggered so close points stay readable
-        order = np.argsort(lat, kind="stable")
-        for k, i in enumerate(order):
-            ax.annotate(label(ok[i], multi), (lat[i], acc[i]), textcoords="offset points",
-                        xytext=offsets[k % len(offsets)], fontsize=7)
         ax.legend(loc="lower right", fontsize=8)
     else:
         ax.text(0.5, 0.5, "no successful rows", ha="center", va="center", transform=ax.transAxes)
@@ -65,8 +60,46 @@ def pareto_plot(rows: list[dict], path: str | Path, title: str = "CIFAR-10 top-1
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
+    if ok:  # room on the right for the slowest points' labels
+        ax.set_xlim(lat.min() / 1.15, lat.max() * 1.9)
     fig.tight_layout()
+    if ok:
+        _place_labels(fig, ax, [label(r, multi) for r in ok], lat, acc)
     return _save(fig, plt, path)
+
+
+def _place_labels(fig, ax, texts, xs, ys) -> None:
+    """Label every point, trying offsets around it until the label overlaps no label placed before
+    (greedy, fastest point first); a leader line joins far-placed labels to their point."""
+    candidates = [(6, 5), (6, -11), (-6, 5), (-6, -11)]
+    candidates += [(dx, dy) for step in range(1, 16) for dx in (6, -6, 24, -24)
+                   for dy in (5 + 10 * step, -11 - 10 * step)]
+    from matplotlib.text import Text
+
+    fig.canvas.draw()  # settle the axes limits and layout: transforms are lazy until a draw
+    renderer = fig.canvas.get_renderer()
+    from matplotlib.transforms import Bbox
+
+    points = ax.transData.transform(np.column_stack([xs, ys]))
+    placed = [Bbox.from_extents(x - 5, y - 5, x + 5, y + 5) for x, y in points]  # keep markers visible
+    axes_box = ax.get_window_extent(renderer)
+    for i in np.argsort(xs, kind="stable"):
+        chosen = None
+        for dx, dy in candidates:
+            note = ax.annotate(texts[i], (xs[i], ys[i]), textcoords="offset points", xytext=(dx, dy), fontsize=7,
+                               ha="left" if dx > 0 else "right", va="bottom" if dy > 0 else "top",
+                               arrowprops=dict(arrowstyle="-", color="0.6", lw=0.5) if abs(dy) > 12 or abs(dx) > 6 else None)
+            note.update_positions(renderer)
+            box = Text.get_window_extent(note, renderer).expanded(1.04, 1.15)  # the text, not its leader line
+            inside = axes_box.x0 <= box.x0 and box.x1 <= axes_box.x1 and axes_box.y0 <= box.y0 and box.y1 <= axes_box.y1
+            if inside and not any(box.overlaps(other) for other in placed):
+                chosen = box
+                break
+            note.remove()
+        if chosen is None:  # nowhere free: keep the first position
+            ax.annotate(texts[i], (xs[i], ys[i]), textcoords="offset points", xytext=candidates[0], fontsize=7)
+        else:
+            placed.append(chosen)
 
 
 def confusion_png(matrix: np.ndarray, names: tuple[str, ...], path: str | Path, title: str) -> Path:
