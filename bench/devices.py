@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import shlex
@@ -397,7 +396,3 @@ def open_device(spec: str, ssh_key: str | None = None, remote_python: str = "pyt
     if spec == "android" or spec.startswith("android:"):
         return AndroidDevice.parse(spec, benchmark_binary=benchmark_binary)
     raise EdgeCifarError(f"unknown device {spec!r}: use cpu, ssh://user@host[:port] or android[:SERIAL]")
-
-
-def is_finite(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
