@@ -178,6 +178,8 @@ class Distributed:
     def model_and_state(self, cfg, steps: int):
         """Build and compile the recipe's model under the strategy; on ``--resume`` the chief reads the
         checkpoint and every replica receives its weights, optimizer state and progress."""
+        from rich.console import Console
+
         from edgecifar.train.runner import State, build_model, compile_model, load_checkpoint
 
         recipe = cfg.recipe
@@ -215,6 +217,9 @@ class Distributed:
         if not self.chief:
             state = State(epochs_done=int(header[1]), stopped_early=bool(header[5]),
                           stopper={"best": float(header[2]), "best_epoch": int(header[3]), "wait": int(header[4])})
+        where = cfg.run_dir if self.chief else "the chief's run"
+        Console(stderr=True).print(f"resuming {where} after epoch {state.epochs_done}/{recipe.epochs} "
+                                   f"on {self.replicas} replicas")
         return model, state
 
     def _from_chief(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
@@ -263,7 +268,30 @@ class Distributed:
             loss_sum, correct, seen = loss_sum + loss * n, correct + right, seen + n
             callback.on_train_batch_end(i, {"loss": loss_sum / seen, "accuracy": correct / seen})
         callback.on_train_end()
+        self._average_batchnorm_statistics(model)
         return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
+
+    def _average_batchnorm_statistics(self, model) -> None:
+        """Average BatchNormalization's moving mean/variance over the replicas.
+
+        Keras 3 creates them with ``aggregation="none"``, so each replica updates its own copy from its
+        slice of the batch and the copies drift apart (tf-keras used MEAN). The moving averages are
+        linear in the batch statistics, so averaging once per epoch equals averaging at every step."""
+        import keras
+        import tensorflow as tf
+
+        stats = [v for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)
+                 and layer.trainable for v in (layer.moving_mean, layer.moving_variance)]
+        if not stats or self.replicas == 1:
+            return
+
+        def replica_fn():
+            ctx = tf.distribute.get_replica_context()
+            means = ctx.all_reduce("mean", [tf.identity(v.value) for v in stats])
+            for v, m in zip(stats, means):
+                v.assign(m)
+
+        tf.function(lambda: self.strategy.run(replica_fn))()
 
     def _train_step(self, model):
         """A ``tf.function`` step: forward/backward on each replica's slice, gradients summed across
@@ -341,8 +369,8 @@ def session(cfg) -> Iterator[tuple[object, Distributed | None]]:
     try:
         yield cfg, dist
     except _peer_errors() as exc:
-        detail = re.sub(r"\{\{.*?\}\}|\[type\.googleapis\S*", "", str(getattr(exc, "message", exc)))
-        detail = " ".join(detail.split())[:160]
+        detail = " ".join(_tf_reason(str(getattr(exc, "message", exc))).split())
+        detail = detail if len(detail) <= 200 else detail[:199].rsplit(" ", 1)[0] + "…"
         when, since = "before training", "its last checkpoint"
         if dist.epoch is not None:
             when, since = f"during epoch {dist.epoch + 1}", f"epoch {dist.epoch}" if dist.epoch else "the start"
@@ -352,3 +380,16 @@ def session(cfg) -> Iterator[tuple[object, Distributed | None]]:
     finally:
         if dist.temp_dir is not None:
             shutil.rmtree(dist.temp_dir, ignore_errors=True)
+
+
+def _tf_reason(message: str) -> str:
+    """The reason in a TensorFlow runtime error, without the graph traceback and node annotations."""
+    keep = []
+    for line in message.splitlines():
+        text = line.strip()
+        if (not text or text.startswith(("Graph execution error", "Detected at node", "File ", "[[", "[Op:"))
+                or line.startswith((" ", "\t")) and not keep):
+            continue
+        keep.append(text)
+    reason = " ".join(keep) or message
+    return re.sub(r"\{\{.*?\}\}|\[\[.*?\]\]|\[Op:\S*\]|\[type\.googleapis\S*", "", reason)
