@@ -27,8 +27,15 @@ Files: only the chief (task ``chief``, or ``worker`` 0) writes the run directory
 run the same code, checkpoints included, into a temporary folder that is deleted when they stop, as
 TensorFlow's multi-worker guide prescribes. Resume: the chief alone reads the checkpoint (the other
 machines need not see its disk) and broadcasts the weights, optimizer state and progress to every
-replica. Keras 3's ``BackupAndRestore`` is a ``model.fit`` callback with no multi-worker logic, so the
-runner's per-epoch checkpoint is what ``--resume`` restarts from.
+replica. Keras 3's ``BackupAndRestore`` only runs inside ``model.fit`` and has every process write the
+same ``backup_dir`` (no chief/worker split), so the runner's per-epoch checkpoint is what ``--resume``
+restarts from.
+
+Exactness: for models without Dropout or BatchNorm a run matches the single-process run to float
+rounding (the tests check it). Dropout draws different masks per replica, and BatchNorm normalises
+with each replica's slice of the batch (Keras 3 BatchNormalization(synchronized=True) would not);
+its moving statistics are averaged over the replicas after every epoch. Every worker evaluates the
+whole validation set itself (it is small); the results are averaged across workers.
 
 Failures: collectives time out after ``collective_timeout`` seconds, and a worker that disappears makes
 the others fail with one line (``EdgeCifarError``) telling the user to restart every worker with
