@@ -26,6 +26,8 @@ import click
               show_default=True, help="TFLite interpreter (ONNX files always use onnxruntime).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write rows as JSON.")
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path), help="Write rows as CSV.")
+@click.option("--markdown", "md_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the table as Markdown.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False, path_type=Path),
               help="PNG: accuracy against median latency with the Pareto front.")
 @click.option("--confusion", "confusion_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -38,7 +40,7 @@ import click
               help="TensorFlow Lite's benchmark_model built for the phone (android devices).")
 @click.option("--timeout", type=click.FloatRange(1), default=900, show_default=True, help="Seconds per row.")
 @click.pass_context
-def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, limit, data, runtime, json_out, csv_out,
+def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, limit, data, runtime, json_out, csv_out, md_out,
           plot_out, confusion_dir, ssh_key, ssh_known_hosts, remote_python, benchmark_binary, timeout):
     """Benchmark model files (or folders of them) on a device: top-1 with a 95% interval, batch-1 latency
     (median of block medians, with its spread, p90, p99), throughput, load time, peak memory.
@@ -93,6 +95,9 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, limit, data,
     if csv_out:
         report.write_csv_report(csv_out, rows)
         click.echo(f"wrote {csv_out}", err=True)
+    if md_out:
+        report.write_markdown_report(md_out, rows, meta)
+        click.echo(f"wrote {md_out}", err=True)
     if plot_out:
         from edgecifar.bench.plot import pareto_plot
 

@@ -110,3 +110,31 @@ def write_csv_report(path: str | Path, rows: list[dict]) -> Path:
         writer.writerow({k: ("" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v)
                          for k, v in r.items()})
     return write_text(path, buf.getvalue())
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    """A GitHub table of the rows (``*`` marks the Pareto front), headed by what was measured and how."""
+    front = front_indices(rows)
+    head = (f"{meta.get('images')} test images from {Path(str(meta.get('data'))).name}; device {meta.get('device')}; "
+            f"batch-1 latency = median of {meta.get('blocks')} block medians of {meta.get('runs')} runs after "
+            f"{meta.get('warmup')} warm-up; throughput at batch {meta.get('batch')}; commit {meta.get('commit')}.")
+    cols = ["file", "prec", "runtime", "thr", "size", "params", "MACs", "top-1 [95% CI]", "lat ms (spread)",
+            "p99 ms", "img/s", "peak MB", "status"]
+    lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for i, r in enumerate(rows):
+        ok = r.get("status") == "ok"
+        acc = (f"{100 * r['accuracy']:.1f}% [{100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f}]"
+               if ok and finite(r.get("accuracy")) else "–")
+        lat = (f"{r['latency_ms']:.3f} ({r['spread_lo_ms']:.3f}–{r['spread_hi_ms']:.3f})"
+               if ok and finite(r.get("latency_ms")) else "–")
+        status = ("ok" + (" *" if i in front else "")) if ok else (r.get("error") or "error").replace("|", "/")
+        lines.append("| " + " | ".join([
+            Path(r["file"]).name, r.get("precision") or "", r.get("runtime") or "", str(r.get("threads", "")),
+            _size(r.get("bytes")), _count(r.get("parameters")), _count(r.get("macs")), acc, lat,
+            _num(r.get("p99_ms"), ".3f"), _num(r.get("throughput_ips"), ",.0f"), _num(r.get("peak_rss_mb"), ".0f"),
+            status]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown_report(path: str | Path, rows: list[dict], meta: dict) -> Path:
+    return write_text(path, markdown(rows, meta))

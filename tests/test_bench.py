@@ -64,6 +64,17 @@ def test_bench_measures_litert_and_onnxruntime_files_into_json_and_csv(bench_mod
     assert "tiny_int8.tflite" in result.output and "median of 5 block medians" in result.output
 
 
+def test_markdown_report_has_a_row_per_file_and_says_what_was_measured(bench_models, synthetic_archive, tmp_path):
+    out = tmp_path / "r.md"
+    result = bench(*good_files(bench_models), "--markdown", str(out), data=synthetic_archive)
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert text.startswith("40 test images from ") and "median of 5 block medians of 10 runs" in text
+    rows = [l for l in text.splitlines() if l.startswith("| tiny_")]
+    assert sorted(r.split(" | ")[0][2:] for r in rows) == sorted(Path(f).name for f in good_files(bench_models))
+    assert all(" ok" in r for r in rows)
+
+
 def test_each_thread_count_is_its_own_row(bench_models, synthetic_archive, tmp_path):
     out = tmp_path / "r.json"
     result = bench(str(bench_models / "tiny_int8.tflite"), "--threads", "1,2", "--json", str(out),
