@@ -239,3 +239,19 @@ def test_a_killed_worker_fails_the_run_with_one_line_and_resume_continues_it(syn
     _assert_same_training(chief, tmp_path / "straight", rel=1e-3)
     assert abs(metrics["test_accuracy"] - straight["test_accuracy"]) <= 0.01
     print(f"\nkilled worker detected in {detect_seconds:.1f} s; resumed after epoch {done_at_kill}")
+
+
+@pytest.mark.slow
+def test_workers_started_with_different_settings_refuse_to_train(synthetic_archive, tmp_path):
+    workers = ",".join(_free_ports(2))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("TF_CONFIG", None)
+    procs = [subprocess.Popen(_train_cmd(synthetic_archive, 1, batch) + [
+        "--strategy", "multi-worker", "--workers", workers, "--task-index", str(i), "--worker-timeout", "60",
+        "--out", str(tmp_path / f"out{i}")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True) for i, batch in enumerate([32, 64])]
+    for i, (code, output) in enumerate(_finish(procs, timeout=180)):
+        errors = [line for line in output.splitlines() if line.startswith("error:")]
+        assert code == 2 and len(errors) == 1, output[-3000:]
+        assert f"worker {i}: the workers were started with different settings" in errors[0]
+    assert not (tmp_path / "out0" / "checkpoint").exists()

@@ -190,6 +190,7 @@ class Distributed:
         from edgecifar.train.runner import State, build_model, compile_model, load_checkpoint
 
         recipe = cfg.recipe
+        self._check_same_settings(cfg, steps)
         with self.strategy.scope():
             model = build_model(recipe, cfg.weights)
             compile_model(model, recipe, steps, recipe.epochs)
@@ -228,6 +229,21 @@ class Distributed:
         Console(stderr=True).print(f"resuming {where} after epoch {state.epochs_done}/{recipe.epochs} "
                                    f"on {self.replicas} replicas")
         return model, state
+
+    def _check_same_settings(self, cfg, steps: int) -> None:
+        """Every worker must run the same recipe settings, seed and data split, or the collectives would
+        not line up: each replica contributes a digest of its settings and all compare the sum."""
+        import hashlib
+
+        settings = json.dumps([dataclasses.asdict(cfg.recipe), cfg.seed, cfg.val_size, steps, cfg.resume],
+                              sort_keys=True, default=str)
+        digest = hashlib.sha256(settings.encode()).hexdigest()
+        mine = np.array([int(digest[i:i + 12], 16) for i in range(0, 48, 12)], np.float64)
+        total = self._all_reduce("sum", [mine])[0]
+        if not np.array_equal(total, mine * self.replicas):
+            raise EdgeCifarError(f"{self.task}: the workers were started with different settings (recipe, "
+                                 "--epochs, --batch-size, --seed, --val-size, --resume or the data size); start every "
+                                 "worker with the same command apart from --task-index")
 
     def _from_chief(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Broadcast the chief's arrays to every replica: replica 0 (the chief's first device) contributes
