@@ -57,7 +57,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("resnet8", "resnet8", "MLPerf Tiny ResNet-8, SGD one-cycle, label smoothing, flip+translate",
            40, 128, lr=0.2, label_smoothing=0.1, augment="flip_translate", **_SGD),
     Recipe("edge_best", "edge_best", "plain convnet 64/256/256, one-cycle SGD, bf16, flip+translate",
-           15, 512, lr=0.4, weight_decay=5e-4, label_smoothing=0.2, augment="flip_translate",
+           30, 512, lr=0.4, weight_decay=5e-4, label_smoothing=0.2, augment="flip_translate",
            mixed_bfloat16=True, **_SGD),
     Recipe("edge_fast", "edge_fast", "plain convnet 32/128/128, one-cycle SGD, bf16, flip+translate",
            30, 256, lr=0.4, weight_decay=5e-4, label_smoothing=0.2, augment="flip_translate",
