@@ -30,16 +30,24 @@ def models() -> None:
 @click.command()
 def zoo() -> None:
     """List the models shipped with the package: accuracy, size and latency."""
-    from edgecifar.zoo import load_manifest
+    from edgecifar.zoo import ZOO_DIR, load_manifest
 
-    manifest = load_manifest()
-    table = Table(title="edgecifar zoo")
-    for col in ("file", "format", "precision", "bytes", "accuracy", "images", "latency ms"):
-        table.add_column(col)
-    for entry in manifest.get("files", []):
-        v = entry.get("validation", {})
-        b = entry.get("bench", {})
-        table.add_row(entry["file"], entry.get("format", ""), entry.get("precision", ""), f"{entry.get('bytes', 0):,}",
-                      f"{v.get('accuracy', float('nan')):.4f}" if v else "", str(v.get("images", "")),
-                      f"{b['latency_ms']:.3f}" if b.get("latency_ms") else "")
+    entries = load_manifest().get("files", [])
+    if not entries:
+        click.echo(f"no models shipped in {ZOO_DIR}")
+        return
+    table = Table(title=f"edgecifar zoo ({ZOO_DIR})")
+    for col in ("file", "model", "precision", "size", "params", "val acc (n)", "test acc [95% CI] (n)",
+                "latency ms", "runtime"):
+        table.add_column(col, justify="left" if col in ("file", "model", "precision", "runtime") else "right")
+    for e in entries:
+        v, b = e.get("validation") or {}, e.get("bench") or {}
+        val = f"{v['accuracy']:.1%} ({v['images']:,})" if v.get("accuracy") is not None else "–"
+        test = (f"{b['accuracy']:.1%} [{b['ci_low']:.1%}–{b['ci_high']:.1%}] ({b['images']:,})"
+                if b.get("accuracy") is not None else "not benched")
+        lat = f"{b['latency_ms']:.3f} ({b['threads']} thr)" if b.get("latency_ms") is not None else "–"
+        table.add_row(e["file"], e.get("model", ""), e.get("precision", ""), f"{e.get('bytes', 0) / 1e3:,.0f} kB",
+                      f"{e['parameters']:,}" if e.get("parameters") else "–", val, test, lat, e.get("runtime", ""))
     Console().print(table)
+    click.echo("val acc: held-out training images, against the Keras model at export; test acc and latency: "
+               "the last `edgecifar bench` recorded with `python -m edgecifar.zoo BENCH.json` (batch 1).")
