@@ -10,7 +10,6 @@ Pure numpy: no TensorFlow, so the bench and the device runner can use it too.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import pickle
 import re

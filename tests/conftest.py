@@ -4,6 +4,7 @@ data and weights in ../shared (tests that need them skip, saying why, when they 
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import tarfile
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from edgecifar import LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EDGECIFAR_SHARED", ROOT.parent / "shared"))
@@ -107,4 +110,74 @@ def trained_run(synthetic_archive, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "baseline-synthetic"
     run(RunConfig(get("baseline").with_overrides(epochs=3, batch_size=32), seed=0, out=out,
                   data=str(synthetic_archive), val_size=50, progress=False))
+    return out
+
+
+# --------------------------------------------------------------------------- model files for bench/predict
+# Converted with TensorFlow directly, not the export stage, so the bench tests do not depend on it.
+BENCH_GOOD = ("tiny_fp32.tflite", "tiny_int8.tflite", "tiny_fp32.onnx")
+
+
+def _convert(keras_path: Path, out: Path) -> None:
+    import keras
+    import tensorflow as tf
+
+    model = keras.models.load_model(keras_path, compile=False)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tiny_fp32.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+
+    calib, _ = separable_images(100, seed=7)
+
+    def representative():
+        for img in calib:
+            yield [img[None].astype(np.float32)]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    (out / "tiny_int8.tflite").write_bytes(conv.convert())
+
+    import tf2onnx
+
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32,
+                                                                                name="pixels")], opset=17)
+    (out / "tiny_fp32.onnx").write_bytes(proto.SerializeToString())
+
+    # A valid TFLite file with the wrong input: 28x28 greyscale.
+    wrong = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    (out / "wrong_shape.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(wrong).convert())
+
+    params = int(model.count_params())
+    manifest = {"source": {"model": "baseline", "parameters": params, "macs": 1_234_567},
+                "files": [{"file": name, "model": "baseline", "format": name.rsplit(".", 1)[1],
+                           "precision": "int8" if "int8" in name else "fp32", "parameters": params,
+                           "macs": 1_234_567, "bytes": (out / name).stat().st_size,
+                           "labels": list(LABELS), "validation": {"accuracy": 0.9, "images": 100}}
+                          for name in BENCH_GOOD]}
+    (out / "edgecifar.json").write_text(json.dumps(manifest, indent=2))
+
+
+@pytest.fixture(scope="session")
+def bench_models(trained_run, tmp_path_factory) -> Path:
+    """A folder with tiny_fp32.tflite, tiny_int8.tflite, tiny_fp32.onnx, wrong_shape.tflite and a manifest."""
+    out = tmp_path_factory.getbasetemp() / "bench-models"
+    if not (out / "edgecifar.json").exists():
+        _convert(trained_run / "model.keras", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def broken_models(tmp_path_factory, bench_models) -> Path:
+    """A folder with a truncated .tflite, random-bytes .tflite and .onnx, and a file of the wrong type."""
+    out = tmp_path_factory.getbasetemp() / "bench-broken"
+    if not out.exists():
+        out.mkdir()
+        good = (bench_models / "tiny_fp32.tflite").read_bytes()
+        (out / "truncated.tflite").write_bytes(good[: len(good) // 3])
+        rng = np.random.default_rng(0)
+        (out / "random.tflite").write_bytes(rng.bytes(4096))
+        (out / "random.onnx").write_bytes(rng.bytes(4096))
     return out

@@ -17,7 +17,6 @@ from click.testing import CliRunner
 from edgecifar.bench import core
 from edgecifar.bench.devices import Job, LocalDevice, parse_worker_output
 from edgecifar.cli import main
-from test_bench_models import bench_models, broken_models  # noqa: F401  (shared session fixtures)
 
 QUICK = ["--runs", "10", "--warmup", "2", "--blocks", "5", "--limit", "40"]
 

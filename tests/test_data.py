@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 from edgecifar import LABELS, data
 from edgecifar.errors import DataError
-from conftest import batch_pickle, separable_images, synthetic_members, write_archive, META
+from conftest import batch_pickle, synthetic_members, write_archive, META
 
 
 def test_synthetic_archive_loads_every_batch_with_counts_and_labels(synthetic_archive):

@@ -16,7 +16,6 @@ from conftest import separable_images
 from edgecifar import LABELS
 from edgecifar.bench import predict as pred
 from edgecifar.cli import main
-from test_bench_models import bench_models  # noqa: F401  (shared session fixture)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,6 @@ from click.testing import CliRunner
 from edgecifar.bench.devices import SSHDevice
 from edgecifar.cli import main
 from edgecifar.errors import EdgeCifarError
-from test_bench_models import bench_models, broken_models  # noqa: F401  (shared session fixtures)
 
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
 QUICK = ["--runs", "10", "--warmup", "2", "--limit", "30"]

@@ -248,7 +248,6 @@ class Distributed:
     def _from_chief(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Broadcast the chief's arrays to every replica: replica 0 (the chief's first device) contributes
         them, every other replica zeros, and an all-reduce sums them."""
-        import tensorflow as tf
 
         arrays = [np.asarray(a, np.float64) for a in arrays]
         return self._all_reduce("sum", arrays, [np.zeros_like(a) for a in arrays])

@@ -12,7 +12,6 @@ import io
 import json
 import shutil
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
