@@ -26,6 +26,8 @@ def _format_flags(fn):
 @click.argument("model", required=False, type=click.Path(path_type=Path))
 @_format_flags
 @click.option("--all", "everything", is_flag=True, help="Every format above.")
+@click.option("--tta", is_flag=True, help="Export the model averaged with its mirror image (flip test-time "
+              "augmentation: twice the work, files named NAME_tta_*).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (default: RUN_DIR/export/, next to the model).")
 @click.option("--calibration", "n_calibration", type=int, default=500, show_default=True,
@@ -36,7 +38,7 @@ def _format_flags(fn):
               help="Accuracy drop (points) above which a file is flagged.")
 @click.option("--data", type=click.Path(path_type=Path),
               help="cifar-10-python.tar.gz or cifar-10-batches-py/ (default $EDGECIFAR_DATA, else the run's data).")
-def export(model: Path | None, everything: bool, out: Path | None, n_calibration: int, val_size: int,
+def export(model: Path | None, everything: bool, tta: bool, out: Path | None, n_calibration: int, val_size: int,
            threshold: float, data: Path | None, **flags: bool) -> None:
     """Convert MODEL (a run directory or .keras file; default: the newest run) to TFLite/ONNX files,
     validate each one in its device runtime against Keras, and write edgecifar.json beside them.
@@ -47,7 +49,7 @@ def export(model: Path | None, everything: bool, out: Path | None, n_calibration
     from edgecifar.export import formats, pipeline, report, source
     from edgecifar.export.job import quiet
 
-    src = source.resolve(model)
+    src = source.resolve(model, tta)
     chosen = formats.select(flags, everything)
     with quiet():  # TensorFlow's start-up notes (oneDNN, absl) are not for the user
         require_tensorflow()

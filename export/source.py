@@ -26,6 +26,7 @@ class Source:
 
     path: Path
     metrics: dict[str, Any] = field(default_factory=dict)
+    tta: bool = False  # export the flip test-time-augmented model (edgecifar.models.layers.with_flip_tta)
 
     @property
     def run_dir(self) -> Path:
@@ -35,6 +36,7 @@ class Source:
     def name(self) -> str:
         """File name prefix: the recipe, else the .keras stem (the run folder's name for model.keras)."""
         raw = self.metrics.get("recipe") or (self.run_dir.name if self.path.name == MODEL_FILE else self.path.stem)
+        raw = f"{raw}_tta" if self.tta else raw
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(raw)) or "model"
 
     @property
@@ -52,7 +54,7 @@ class Source:
         return int(value) if isinstance(value, int) and value > 0 else None
 
 
-def resolve(arg: str | Path | None) -> Source:
+def resolve(arg: str | Path | None, tta: bool = False) -> Source:
     """MODEL argument -> Source; without one, the newest finished run under runs/."""
     if arg is None:
         run = latest_run()
@@ -70,7 +72,7 @@ def resolve(arg: str | Path | None) -> Source:
             raise ModelError(f"{path}: no such run directory or .keras file")
         elif path.suffix != ".keras":
             raise ModelError(f"{path}: not a Keras model (expected a run directory or a .keras file)")
-    return Source(path, _read_metrics(path.parent / "metrics.json"))
+    return Source(path, _read_metrics(path.parent / "metrics.json"), tta)
 
 
 def _read_metrics(path: Path) -> dict[str, Any]:
@@ -100,6 +102,10 @@ def load_model(source: Source):
     if len(out) != 2 or out[1] != 10:
         shown = ", ".join("N" if d is None else str(d) for d in out)
         raise ModelError(f"{source.path}: output shape [{shown}], expected [N, 10] class probabilities")
+    if source.tta:
+        from edgecifar.models.layers import with_flip_tta
+
+        model = with_flip_tta(model)
     return model
 
 
@@ -110,5 +116,6 @@ def describe(source: Source, model, digest: str) -> dict[str, Any]:
         from edgecifar.models.stats import count_macs, count_params
 
         params, macs = count_params(model), count_macs(model)
+    macs = macs * 2 if source.tta else macs     # flip TTA runs the network twice
     return {"model": str(source.path), "sha256": digest[:16], "recipe": source.metrics.get("recipe"),
             "data_fingerprint": source.data_fingerprint, "parameters": int(params), "macs": int(macs)}

@@ -199,3 +199,23 @@ def test_no_format_flag_means_fp32_next_to_the_newest_run(trained_run, synthetic
     result = export_cli("--data", str(synthetic_archive))
     assert result.exit_code == 0, result.output + result.stderr
     assert sorted(p.name for p in (run / "export").iterdir()) == ["baseline_fp32.tflite", "edgecifar.json"]
+
+
+@pytest.mark.slow
+def test_tta_export_averages_the_image_and_its_mirror_and_doubles_the_macs(trained_run, tmp_path):
+    import keras
+
+    from edgecifar import runtime
+
+    out = tmp_path / "tta"
+    result = subprocess.run([sys.executable, "-m", "edgecifar", "export", str(trained_run), "--fp32", "--tta",
+                             "--out", str(out), "--val-size", "40", "--calibration", "20"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    entry = json.loads((out / "edgecifar.json").read_text())["files"][0]
+    assert entry["file"] == "baseline_tta_fp32.tflite"
+    assert entry["macs"] == 2 * json.loads((trained_run / "metrics.json").read_text())["macs"]
+    model = keras.models.load_model(trained_run / "model.keras")
+    x = np.random.default_rng(1).integers(0, 256, (6, 32, 32, 3)).astype(np.float32)
+    expected = (np.asarray(model(x)) + np.asarray(model(x[:, :, ::-1]))) / 2
+    assert np.allclose(runtime.load(out / "baseline_tta_fp32.tflite").predict(x), expected, atol=1e-4)

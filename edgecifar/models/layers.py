@@ -32,3 +32,19 @@ def classifier(x, units: int = 10, regularizer=None, name: str = "scores"):
     """Dense logits then a float32 softmax, so mixed-precision models still output float32 probabilities."""
     x = keras.layers.Dense(units, kernel_regularizer=regularizer, name=f"{name}_logits")(x)
     return keras.layers.Activation("softmax", dtype="float32", name=name)(x)
+
+
+@keras.saving.register_keras_serializable(package="edgecifar")
+class HorizontalFlip(keras.layers.Layer):
+    """Mirror images left-right (a REVERSE_V2 op in TFLite)."""
+
+    def call(self, x):
+        return keras.ops.flip(x, axis=2)
+
+
+def with_flip_tta(model: keras.Model) -> keras.Model:
+    """Average the model's probabilities on the image and its mirror: about twice the work, often
+    a few tenths of a point more accuracy. Same contract, same weights."""
+    inp = pixels_input()
+    out = keras.layers.Average(name="flip_tta")([model(inp), model(HorizontalFlip()(inp))])
+    return keras.Model(inp, out, name=f"{model.name}_tta")
