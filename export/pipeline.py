@@ -111,12 +111,14 @@ def _run(cfg: ExportConfig, out: Path, say: Callable[[str], None]) -> Report:
             entries.append(manifest.file_entry(fmt, outcome.path, job, source, outcome.validation, loaded))
 
     old = manifest.read(out)
+    # The data by name and fingerprint, not by path: manifests ship to other machines.
+    data_id = {"data": Path(ds.source).name, "data_fingerprint": ds.fingerprint}
     head = manifest.header(
         source,
-        {"images": cfg.n_calibration, "seed": calibration.SEED, "source": ds.source} if calibrated
+        {"images": cfg.n_calibration, "seed": calibration.SEED, **data_id} if calibrated
         else (old or {}).get("calibration"),
         {"images": report.images, "split": "stratified validation split of the training images",
-         "holdout": split.holdout, "seed": calibration.SEED, "source": ds.source,
+         "holdout": split.holdout, "seed": calibration.SEED, **data_id,
          "keras_accuracy": report.keras_accuracy})
     if entries:
         try:

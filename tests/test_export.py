@@ -103,6 +103,8 @@ def test_manifest_has_the_shape_the_bench_reads(exported, trained_run):
     assert m["source"]["parameters"] == metrics["parameters"] and m["source"]["macs"] == metrics["macs"]
     assert m["source"]["data_fingerprint"] == metrics["data"]["fingerprint"]
     assert m["calibration"]["images"] == 100 and m["calibration"]["seed"] == 0
+    assert m["calibration"]["data"] == m["validation"]["data"] == "cifar-10-python.tar.gz"
+    assert m["validation"]["data_fingerprint"] == metrics["data"]["fingerprint"]  # named, not located
     assert m["validation"]["images"] == 50  # the run held out 50 images; export validates on those
     assert 0 <= m["validation"]["keras_accuracy"] <= 1
     by_file = {f["file"]: f for f in m["files"]}
