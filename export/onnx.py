@@ -30,12 +30,23 @@ def fp32_graph(job: ExportJob):
         fn = tf.function(lambda pixels: job.model(pixels, training=False), input_signature=[spec])
         try:
             with quiet():
-                proto, _ = tf2onnx.convert.from_function(fn, input_signature=[spec], opset=OPSET)
+                proto, _ = tf2onnx.convert.from_function(fn, input_signature=[spec], opset=OPSET,
+                                                         custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])})
         except Exception as exc:
             raise ExportFailure(f"tf2onnx conversion failed ({one_line(exc)})") from None
         _rename_output(proto, OUTPUT_NAME)
         job.cache["onnx_fp32"] = proto
     return job.cache["onnx_fp32"]
+
+
+def _erfc_as_one_minus_erf(ctx, node, name, args):
+    """tf2onnx 1.17 has no mapping for TF's Erfc, which exact GELU lowers to; ONNX has Erf: 1 - erf(x)."""
+    from tf2onnx import utils
+
+    erf = ctx.make_node("Erf", [node.input[0]])
+    one = ctx.make_const(utils.make_name("one"), np.array(1.0, dtype=np.float32))
+    node.type = "Sub"
+    ctx.replace_inputs(node, [one.output[0], erf.output[0]])
 
 
 def write_fp32(job: ExportJob, dest: Path) -> None:

@@ -221,3 +221,22 @@ def test_tta_export_averages_the_image_and_its_mirror_and_doubles_the_macs(train
     x = np.random.default_rng(1).integers(0, 256, (6, 32, 32, 3)).astype(np.float32)
     expected = (np.asarray(model(x)) + np.asarray(model(x[:, :, ::-1]))) / 2
     assert np.allclose(runtime.load(out / "baseline_tta_fp32.tflite").predict(x), expected, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_gelu_models_export_to_onnx_that_matches_keras(synthetic_archive, tmp_path):
+    """Exact GELU lowers to TF's Erfc, which tf2onnx cannot map by itself."""
+    from edgecifar import models, runtime
+
+    model = models.create("edge_tiny")
+    run_dir = tmp_path / "gelu"
+    run_dir.mkdir()
+    model.save(run_dir / "model.keras")
+    (run_dir / "metrics.json").write_text(json.dumps({"recipe": "gelu", "val_images": 50}))
+    result = subprocess.run([sys.executable, "-m", "edgecifar", "export", str(run_dir), "--onnx",
+                             "--out", str(tmp_path / "out"), "--data", str(synthetic_archive), "--val-size", "40"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    x = np.random.default_rng(2).integers(0, 256, (4, 32, 32, 3)).astype(np.float32)
+    got = runtime.load(tmp_path / "out" / "gelu_fp32.onnx").predict(x)
+    assert np.allclose(got, np.asarray(model(x)), atol=1e-4)
