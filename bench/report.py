@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections import Counter
 from pathlib import Path
 
 from edgecifar.bench.core import FIELDS, finite
@@ -112,6 +113,17 @@ def write_csv_report(path: str | Path, rows: list[dict]) -> Path:
     return write_text(path, buf.getvalue())
 
 
+def display_names(rows: list[dict]) -> list[str]:
+    """File names, prefixed by their run folder where different files share a name (ladder seeds)."""
+    paths_per_name = Counter(Path(f).name for f in {r["file"] for r in rows})
+    out = []
+    for r in rows:
+        path = Path(r["file"])
+        run = path.parent.parent if path.parent.name == "export" else path.parent
+        out.append(f"{run.name}/{path.name}" if paths_per_name[path.name] > 1 else path.name)
+    return out
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
     """A GitHub table of the rows (``*`` marks the Pareto front), headed by what was measured and how."""
     front = front_indices(rows)
@@ -121,7 +133,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
     cols = ["file", "prec", "runtime", "thr", "size", "params", "MACs", "top-1 [95% CI]", "lat ms (spread)",
             "p99 ms", "img/s", "peak MB", "status"]
     lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for i, r in enumerate(rows):
+    for i, (r, shown) in enumerate(zip(rows, display_names(rows))):
         ok = r.get("status") == "ok"
         acc = (f"{100 * r['accuracy']:.1f}% [{100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f}]"
                if ok and finite(r.get("accuracy")) else "–")
@@ -129,7 +141,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
                if ok and finite(r.get("latency_ms")) else "–")
         status = ("ok" + (" *" if i in front else "")) if ok else (r.get("error") or "error").replace("|", "/")
         lines.append("| " + " | ".join([
-            Path(r["file"]).name, r.get("precision") or "", r.get("runtime") or "", str(r.get("threads", "")),
+            shown, r.get("precision") or "", r.get("runtime") or "", str(r.get("threads", "")),
             _size(r.get("bytes")), _count(r.get("parameters")), _count(r.get("macs")), acc, lat,
             _num(r.get("p99_ms"), ".3f"), _num(r.get("throughput_ips"), ",.0f"), _num(r.get("peak_rss_mb"), ".0f"),
             status]) + " |")

@@ -203,3 +203,13 @@ def test_worker_runs_alone_and_never_imports_tensorflow(bench_models, tmp_path):
         result = parse_worker_output(proc.stdout, proc.stderr, proc.returncode)
         assert result["status"] == "ok" and result["tensorflow_imported"] is False
         assert len(result["predictions"]) == 20 and result["images"] == 20
+
+
+def test_rows_whose_files_share_a_name_are_told_apart_by_their_run_folder():
+    from edgecifar.bench.report import display_names
+
+    rows = [{"file": "runs/ladder/baseline-seed0/export/baseline_int8.tflite"},
+            {"file": "runs/ladder/baseline-seed1/export/baseline_int8.tflite"},
+            {"file": "edgecifar/zoo/edge_tiny_int8.tflite"}]
+    assert display_names(rows) == ["baseline-seed0/baseline_int8.tflite", "baseline-seed1/baseline_int8.tflite",
+                                   "edge_tiny_int8.tflite"]
