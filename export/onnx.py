@@ -6,7 +6,9 @@ and the input contract in ``metadata_props`` so a file explains itself without t
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -58,6 +60,16 @@ def write_fp32(job: ExportJob, dest: Path) -> None:
     _save(proto, dest, job, "fp32")
 
 
+@contextlib.contextmanager
+def _working_directory(path: str):
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def write_int8(job: ExportJob, dest: Path) -> None:
     """Static QDQ int8 (per-channel QInt8 weights, QInt8 activations) on the calibration images."""
     import onnx
@@ -72,11 +84,14 @@ def write_int8(job: ExportJob, dest: Path) -> None:
             batch = next(self._batches, None)
             return None if batch is None else {INPUT_NAME: batch.astype(np.float32)}
 
+    dest = Path(dest).resolve()
     with tempfile.TemporaryDirectory(prefix="edgecifar-onnx-") as tmp:
         fp32, prepared = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx"
         onnx.save(fp32_graph(job), fp32)
         try:
-            with quiet():
+            # onnxruntime's shape inference drops scratch files (sym_shape_infer_temp.onnx, *.data) in the
+            # working directory: give it ours, not the user's.
+            with quiet(), _working_directory(tmp):
                 quant_pre_process(str(fp32), str(prepared))
                 quantize_static(str(prepared), str(dest), Reader(job.calibration), quant_format=QuantFormat.QDQ,
                                 per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)

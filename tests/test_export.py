@@ -240,3 +240,15 @@ def test_gelu_models_export_to_onnx_that_matches_keras(synthetic_archive, tmp_pa
     x = np.random.default_rng(2).integers(0, 256, (4, 32, 32, 3)).astype(np.float32)
     got = runtime.load(tmp_path / "out" / "gelu_fp32.onnx").predict(x)
     assert np.allclose(got, np.asarray(model(x)), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_onnx_int8_export_leaves_no_scratch_files_in_the_working_directory(trained_run, synthetic_archive, tmp_path):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    result = subprocess.run([sys.executable, "-m", "edgecifar", "export", str(trained_run), "--onnx-int8",
+                             "--calibration", "20", "--data", str(synthetic_archive), "--out", str(tmp_path / "out")],
+                            cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert list(cwd.iterdir()) == []
+    assert (tmp_path / "out" / "baseline_int8.onnx").exists()
