@@ -85,7 +85,7 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, limit, data,
         console.print(f"note: {note}", highlight=False)
 
     meta = {"device": dev.name, "threads": thread_list, "runs": runs, "warmup": warmup, "blocks": blocks,
-            "batch": batch, "runtime": runtime, "images": n, "data": dataset.source,
+            "batch": batch, "runtime": runtime, "images": n, "data": Path(dataset.source).name,
             "data_fingerprint": dataset.fingerprint, "host": platform.node(), "machine": platform.machine(),
             "python": platform.python_version(), "commit": git_commit(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
