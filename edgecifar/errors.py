@@ -23,6 +23,12 @@ class MissingDependency(EdgeCifarError):
     """An optional dependency (TensorFlow for training/export) is not installed."""
 
 
+def one_line(exc: BaseException, limit: int | None = 300) -> str:
+    """The first non-empty line of an exception (converters and runtimes raise pages of MLIR or C++ text)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:limit] if lines else type(exc).__name__
+
+
 def require_tensorflow() -> None:
     """Fail with one line naming the extra to install when TensorFlow is absent."""
     try:

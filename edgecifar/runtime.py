@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from edgecifar import INPUT_SHAPE
-from edgecifar.errors import EdgeCifarError, ModelError
+from edgecifar.errors import EdgeCifarError, ModelError, one_line
 
 #: TFLite interpreters in order of preference: module name -> runtime label.
 TFLITE_RUNTIMES: dict[str, str] = {
@@ -76,7 +76,7 @@ class TFLiteModel:
         try:
             self.interpreter = module.Interpreter(model_path=str(self.path), num_threads=threads)
         except Exception as exc:  # the runtimes raise ValueError/RuntimeError with C++ messages
-            raise ModelError(f"{self.path}: not a loadable TFLite model ({_first_line(exc)})") from None
+            raise ModelError(f"{self.path}: not a loadable TFLite model ({one_line(exc, limit=None)})") from None
         inp = self.interpreter.get_input_details()
         out = self.interpreter.get_output_details()
         if len(inp) != 1 or len(out) != 1:
@@ -127,7 +127,7 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise ModelError(f"{self.path}: not a loadable ONNX model ({_first_line(exc)})") from None
+            raise ModelError(f"{self.path}: not a loadable ONNX model ({one_line(exc, limit=None)})") from None
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise ModelError(f"{self.path}: expected 1 input, found {len(inputs)}")
@@ -152,11 +152,6 @@ def _import_tflite(runtime: str):
         except ImportError:
             continue
     raise EdgeCifarError("no TFLite runtime installed: pip install ai-edge-litert (or tflite-runtime)")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 #: file suffix -> loader; the one place that decides which runtime runs which file.

@@ -43,12 +43,6 @@ class ExportJob:
         return {"name": INPUT_NAME, "shape": [-1, *INPUT_SHAPE], "layout": "NHWC", "range": list(PIXEL_RANGE)}
 
 
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    """The first non-empty line of an exception (converters raise pages of MLIR or C++ text)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0][:limit] if lines else type(exc).__name__
-
-
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Silence the converters' C++ and Python chatter (MLIR notes, "Saved artifact at", XNNPACK INFO).

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from edgecifar import __version__
-from edgecifar.export.job import INPUT_NAME, OUTPUT_NAME, ExportFailure, ExportJob, one_line, quiet
+from edgecifar.errors import one_line
+from edgecifar.export.job import INPUT_NAME, OUTPUT_NAME, ExportFailure, ExportJob, quiet
 
 #: tf2onnx 1.17 writes opsets 13-18 that onnxruntime runs; 19+ fail. Pinned for reproducible files.
 OPSET = 17

@@ -16,13 +16,14 @@ from typing import Callable
 import numpy as np
 
 from edgecifar import data as cifar
-from edgecifar.errors import EdgeCifarError
+from edgecifar.errors import EdgeCifarError, one_line
 from edgecifar.export import calibration, manifest
 from edgecifar.export.formats import Format
-from edgecifar.export.job import ExportJob, one_line
+from edgecifar.export.job import ExportJob
 from edgecifar.export.source import Source, describe, load_model
 from edgecifar.export.validate import FAILED, Validation, keras_scores, validate
 from edgecifar.fileio import atomic_path, check_writable_dir
+from edgecifar.metrics import accuracy
 
 
 @dataclass
@@ -100,7 +101,7 @@ def _run(cfg: ExportConfig, out: Path, say: Callable[[str], None]) -> Report:
     job = ExportJob(model, cfg.source.name, split.calibration)
     digest = manifest.sha256(cfg.source.path)
     source = describe(cfg.source, model, digest)
-    report = Report(job.name, out, float(np.mean(np.argmax(reference, 1) == split.y_val)), len(split.y_val),
+    report = Report(job.name, out, accuracy(reference, split.y_val), len(split.y_val),
                     warnings=warnings)
     entries = []
     for fmt in cfg.formats:
@@ -143,7 +144,7 @@ def _export_one(fmt: Format, job: ExportJob, out: Path, split, reference: np.nda
     except _Rejected as rejected:
         return Outcome(fmt, final, rejected.result, False), None
     except Exception as exc:  # a converter fault fails this format only
-        keras_acc = float(np.mean(np.argmax(reference, 1) == split.y_val))
+        keras_acc = accuracy(reference, split.y_val)
         return Outcome(fmt, final, Validation(len(split.y_val), None, keras_acc, None, None, None, FAILED,
                                               one_line(exc)), False), None
     return Outcome(fmt, final, result, True), loaded

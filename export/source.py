@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecifar import INPUT_SHAPE
-from edgecifar.errors import ModelError
-from edgecifar.export.job import one_line
+from edgecifar.errors import ModelError, one_line
 from edgecifar.runs import latest_run, runs_root
 
 MODEL_FILE = "model.keras"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecifar.export.job import ExportFailure, ExportJob, one_line, quiet
+from edgecifar.errors import one_line
+from edgecifar.export.job import ExportFailure, ExportJob, quiet
 
 #: The int8 input must represent every pixel 0..255 exactly: real = 1.0 * (q - (-128)).
 INT8_INPUT_QUANT = (1.0, -128)

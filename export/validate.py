@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from edgecifar import metrics, runtime
-from edgecifar.export.job import one_line, quiet
+from edgecifar.errors import one_line
+from edgecifar.export.job import quiet
 
 PASSED, DROP, FAILED = "passed", "accuracy drop", "failed"
 

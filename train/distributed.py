@@ -349,6 +349,7 @@ class Distributed:
         """Validation loss and accuracy. Every worker evaluates the whole (small) validation set on its
         copy of the weights; the results are then averaged so all workers take the same decisions
         (early stopping) even if their hardware rounds differently."""
+        from edgecifar.metrics import accuracy
         from edgecifar.train.runner import predict
 
         probs = predict(model, x)
@@ -356,7 +357,7 @@ class Distributed:
         loss = float(np.mean(np.asarray(model.loss.call(onehot, probs))))
         if model.losses:
             loss += float(sum(np.asarray(l) for l in model.losses))
-        acc = float(np.mean(np.argmax(probs, -1) == y))
+        acc = accuracy(probs, y)
         if self.kind == "multi-worker":
             loss, acc = (float(v) for v in self._all_reduce("mean", [np.array([loss, acc])])[0])
         return loss, acc
