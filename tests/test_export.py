@@ -224,6 +224,19 @@ def test_tta_export_averages_the_image_and_its_mirror_and_doubles_the_macs(train
 
 
 @pytest.mark.slow
+def test_tta_file_stores_the_weights_once(trained_run, tmp_path):
+    sizes = {}
+    for flags in ([], ["--tta"]):
+        out = tmp_path / ("tta" if flags else "plain")
+        result = subprocess.run([sys.executable, "-m", "edgecifar", "export", str(trained_run), "--int8", *flags,
+                                 "--out", str(out), "--val-size", "40", "--calibration", "20"],
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+        sizes[bool(flags)] = next(out.glob("*.tflite")).stat().st_size
+    assert sizes[True] < 1.02 * sizes[False]
+
+
+@pytest.mark.slow
 def test_gelu_models_export_to_onnx_that_matches_keras(synthetic_archive, tmp_path):
     """Exact GELU lowers to TF's Erfc, which tf2onnx cannot map by itself."""
     from edgecifar import models, runtime

@@ -35,16 +35,28 @@ def classifier(x, units: int = 10, regularizer=None, name: str = "scores"):
 
 
 @keras.saving.register_keras_serializable(package="edgecifar")
-class HorizontalFlip(keras.layers.Layer):
-    """Mirror images left-right (a REVERSE_V2 op in TFLite)."""
+class StackMirror(keras.layers.Layer):
+    """Batch of N images -> batch of 2N: the images, then their mirrors (CONCATENATION + REVERSE_V2)."""
 
     def call(self, x):
-        return keras.ops.flip(x, axis=2)
+        return keras.ops.concatenate([x, keras.ops.flip(x, axis=2)], axis=0)
+
+
+@keras.saving.register_keras_serializable(package="edgecifar")
+class MeanOfHalves(keras.layers.Layer):
+    """Batch of 2N score rows -> N rows: the mean of row i and row N + i."""
+
+    def call(self, x):
+        return keras.ops.mean(keras.ops.reshape(x, (2, -1, x.shape[-1])), axis=0)
 
 
 def with_flip_tta(model: keras.Model) -> keras.Model:
     """Average the model's probabilities on the image and its mirror: about twice the work, often
-    a few tenths of a point more accuracy. Same contract, same weights."""
+    a few tenths of a point more accuracy. Same contract, same weights.
+
+    The mirror rides in the same batch through one copy of the network, rather than through a second
+    call, because TFLite would otherwise store the folded weights twice (108 KB instead of 96 KB for
+    edge_tiny int8)."""
     inp = pixels_input()
-    out = keras.layers.Average(name="flip_tta")([model(inp), model(HorizontalFlip()(inp))])
+    out = MeanOfHalves(name="flip_tta", dtype="float32")(model(StackMirror(name="mirror")(inp)))
     return keras.Model(inp, out, name=f"{model.name}_tta")
