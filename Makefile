@@ -51,15 +51,20 @@ ladder: install
 zoo-train: install
 	for r in $(ZOO); do bench/train_once.sh $$r runs/zoo/$$r --val-size 2000 || exit 1; done
 
-# Ship the zoo (edgecifar/zoo, <= 5 MB: int8 for all, fp32 + ONNX for the smallest), then publish one bench
-# run over the zoo, the ladder, the MobileNetV2 heads and the seed's MobileNetV2 1.0 @96 reference.
+# Ship the zoo (edgecifar/zoo, <= 5 MB: int8 for all, fp32 + ONNX for the smallest, flip-TTA int8 where it
+# pays), then publish one bench run over the zoo, the zoo's float models (runs/zoo/*/export, not shipped: they
+# show what int8 costs), the ladder, the MobileNetV2 heads and the seed's MobileNetV2 1.0 @96 reference.
 ZOOFLAGS_edge_tiny := --int8 --fp32 --onnx --onnx-int8
 ZOOFLAGS_edge_fast := --int8 --onnx-int8
 ZOOFLAGS_edge_best := --int8
-ZOOTTA := edge_best
+ZOOTTA := edge_tiny edge_fast
+# Float twins of the shipped int8 files that the zoo does not ship itself: "plain" and/or "tta" (fp32).
+FLOATS_edge_tiny := tta
+FLOATS_edge_fast := plain tta
+FLOATS_edge_best := plain
 RESULTS := bench/results
 
-.PHONY: zoo results
+.PHONY: zoo results float-%
 zoo: $(foreach r,$(ZOO),zoo-$(r))
 
 zoo-%: install
@@ -67,12 +72,17 @@ zoo-%: install
 	@[ ! -f runs/zoo/$*/model.keras ] || [ -z "$(filter $*,$(ZOOTTA))" ] || \
 	  $(BIN)/edgecifar export runs/zoo/$* --int8 --tta --out edgecifar/zoo
 
-results: install
+float-%: install
+	@[ ! -f runs/zoo/$*/model.keras ] || { rm -rf runs/zoo/$*/export && \
+	  $(if $(filter plain,$(FLOATS_$*)),$(BIN)/edgecifar export runs/zoo/$* --fp32 &&) \
+	  $(if $(filter tta,$(FLOATS_$*)),$(BIN)/edgecifar export runs/zoo/$* --fp32 --tta &&) true; }
+
+results: install $(foreach r,$(ZOO),float-$(r))
 	[ -f runs/reference/export/edgecifar.json ] || { $(BIN)/python -m edgecifar.bench.reference runs/reference && \
 	  $(BIN)/edgecifar export runs/reference/mnv2_w1.0_96_random.keras --int8 --out runs/reference/export; }
 	for d in runs/ladder/*/; do [ -f $$d/export/edgecifar.json ] || [ ! -f $$d/model.keras ] || \
 	  $(BIN)/edgecifar export $$d --int8 --fp32 || exit 1; done
-	$(BIN)/edgecifar bench edgecifar/zoo $$(ls -d runs/ladder/*/export 2>/dev/null) runs/reference/export \
+	$(BIN)/edgecifar bench edgecifar/zoo $$(ls -d runs/zoo/*/export runs/ladder/*/export 2>/dev/null) runs/reference/export \
 	  --threads 1 --markdown $(RESULTS)/bench.md --csv $(RESULTS)/bench.csv --json $(RESULTS)/bench.json \
 	  --plot $(RESULTS)/pareto.png
 	$(BIN)/python -m edgecifar.zoo $(RESULTS)/bench.json
