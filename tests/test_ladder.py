@@ -8,7 +8,7 @@ from edgecifar.bench.ladder import markdown, summarise
 
 def _run(recipe, seed, test, val=0.5, epochs=10):
     return {"recipe": recipe, "seed": seed, "test_accuracy": test, "val_accuracy": val, "epochs": epochs,
-            "test_images": 1000, "train_images": 35000}
+            "test_images": 1000, "train_images": 35000, "train_seconds": 90.0}
 
 
 def test_seeds_of_a_recipe_become_one_row_with_mean_and_range_in_ladder_order():
@@ -28,3 +28,9 @@ def test_markdown_names_the_test_image_count_and_reference():
 def test_recipes_outside_the_ladder_follow_it_without_a_reference():
     rows = summarise([_run("resnet8", 0, 0.86), _run("l2", 0, 0.7)])
     assert [r.recipe for r in rows] == ["l2", "resnet8"] and rows[1].reference is None
+
+
+def test_markdown_states_training_images_and_minutes():
+    text = markdown(summarise([_run("baseline", 0, 0.7), _run("baseline", 1, 0.7)]))
+    assert "| 10, 10 | 1.5 | 68.9% |" in text
+    assert "Training images per run: 35,000" in text
