@@ -7,6 +7,8 @@ import io
 import json
 import os
 import pickle
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -19,6 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EDGECIFAR_SHARED", ROOT.parent / "shared"))
 REAL_ARCHIVE = SHARED / "data" / "cifar-10-python.tar.gz"
 REAL_WEIGHTS = SHARED / "weights"
+
+def fresh_python(code: str, timeout: int = 300) -> str:
+    """Run ``code`` in a new interpreter (a clean ``sys.modules``), assert it succeeded, return its
+    last output line: how tests prove what a code path imports."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip().splitlines()[-1]
+
 
 # Each class gets its own colour and stripe orientation, so even a tiny model separates them quickly.
 _PALETTE = np.array([[230, 40, 40], [40, 230, 40], [40, 40, 230], [230, 230, 40], [230, 40, 230],

@@ -7,11 +7,9 @@ The fixtures that make them (``bench_models``, ``broken_models``) live in confte
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 
-from conftest import BENCH_GOOD
+from conftest import BENCH_GOOD, fresh_python
 
 GOOD = BENCH_GOOD
 
@@ -22,6 +20,4 @@ def test_converted_files_load_in_the_runtime_without_tensorflow(bench_models):
             f"    p = rt.load({str(bench_models)!r} + '/' + n).predict(np.zeros((2, 32, 32, 3), np.uint8))\n"
             "    assert p.shape == (2, 10), p.shape\n"
             "print('tensorflow' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+    assert fresh_python(code) == "False"

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import fresh_python
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,8 +38,7 @@ def test_the_cli_lists_the_pipeline_commands():
 
 def test_importing_the_package_and_runtime_does_not_import_tensorflow():
     code = "import sys, edgecifar, edgecifar.runtime, edgecifar.data, edgecifar.cli; print('tensorflow' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.strip() == "False"
+    assert fresh_python(code) == "False"
 
 
 def test_models_command_lists_every_registered_model_with_parameters():

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import separable_images
+from conftest import fresh_python, separable_images
 from edgecifar import LABELS
 from edgecifar.bench import predict as pred
 from edgecifar.cli import main
@@ -132,9 +132,7 @@ def test_predict_never_imports_tensorflow(photos, bench_models):
             f"{str(bench_models / 'tiny_int8.tflite')!r}])\n"
             "assert r.exit_code == 0, r.output\n"
             "print(sorted(m for m in ('tensorflow', 'keras', 'onnxruntime') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    assert fresh_python(code) == "[]"
 
 
 def test_top_k_orders_by_probability():
