@@ -24,48 +24,102 @@ def _pyplot():
     return plt
 
 
+#: Up to this many points every point is labelled; past it (a whole study in one plot) points are coloured
+#: by model family, with a legend, and only the Pareto front is labelled.
+LABEL_ALL = 14
+_PRECISIONS = ("_int8", "_fp32", "_fp16", "_dynamic")
+
+
 def label(row: dict, multi_threads: bool) -> str:
     name = Path(row["file"]).name
     return f"{name} ({row['threads']}t)" if multi_threads else name
 
 
+def at_chance(row: dict, classes: int = 10) -> bool:
+    """Whether a file's accuracy is indistinguishable from guessing (chance inside its 95% interval)."""
+    lo, hi = row.get("ci_low"), row.get("ci_high")
+    return finite(lo) and finite(hi) and lo <= 1 / classes <= hi
+
+
+def family(row: dict) -> str:
+    """The model a file holds, whatever its precision: ``deeper_int8.tflite`` -> ``deeper``."""
+    stem = Path(row["file"]).stem
+    for suffix in _PRECISIONS:
+        if stem.endswith(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
 def pareto_plot(rows: list[dict], path: str | Path, title: str = "CIFAR-10 top-1 against latency") -> Path:
-    """Accuracy (%) against median batch-1 latency (ms, log axis); the Pareto front drawn; points labelled."""
+    """Accuracy (%) against median batch-1 latency (ms, log axis); the Pareto front drawn; points labelled
+    (all of them, or past ``LABEL_ALL`` points the front only, with families told apart by colour)."""
     plt = _pyplot()
-    ok = [r for r in rows if r.get("status") == "ok" and finite(r.get("accuracy")) and finite(r.get("latency_ms"))
-          and r["latency_ms"] > 0]
-    multi = len({r.get("threads") for r in ok}) > 1
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    timed = [r for r in rows if r.get("status") == "ok" and finite(r.get("accuracy")) and finite(r.get("latency_ms"))
+             and r["latency_ms"] > 0]
+    ok = [r for r in timed if not at_chance(r)]
+    multi = len({r.get("threads") for r in timed}) > 1
+    crowded = len(ok) > LABEL_ALL
+    fig, ax = plt.subplots(figsize=(10, 6.5) if crowded else (8, 5.5), dpi=120)
+    for r in timed:
+        if at_chance(r):  # an untrained timing reference: its latency is the point, not its accuracy
+            ax.axvline(r["latency_ms"], color="0.4", ls=":", lw=1.2,
+                       label=f"{label(r, multi)} (untrained: latency only)")
     if ok:
         lat = np.array([r["latency_ms"] for r in ok])
         acc = np.array([100 * r["accuracy"] for r in ok])
         lo = np.array([100 * r["ci_low"] if finite(r.get("ci_low")) else a for r, a in zip(ok, acc)])
         hi = np.array([100 * r["ci_high"] if finite(r.get("ci_high")) else a for r, a in zip(ok, acc)])
-        ax.errorbar(lat, acc, yerr=[acc - lo, hi - acc], fmt="o", color="tab:blue", ecolor="lightsteelblue",
-                    capsize=3, label="model file (95% CI)")
         front = pareto_front(list(zip(lat.tolist(), acc.tolist())))
+        if crowded:
+            _family_points(ax, plt, ok, lat, acc, lo, hi)
+        else:
+            ax.errorbar(lat, acc, yerr=[acc - lo, hi - acc], fmt="o", color="tab:blue", ecolor="lightsteelblue",
+                        capsize=3, label="model file (95% CI)")
         ax.step(lat[front], acc[front], where="post", color="tab:red", lw=1.5, label="Pareto front")
         ax.plot(lat[front], acc[front], "o", mfc="none", mec="tab:red", ms=11)
-        ax.legend(loc="lower right", fontsize=8)
+        if crowded:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, title="○ int8  □ float",
+                      title_fontsize=7)
+        else:
+            ax.legend(loc="lower right", fontsize=8)
     else:
         ax.text(0.5, 0.5, "no successful rows", ha="center", va="center", transform=ax.transAxes)
     ax.set_xscale("log")
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 3.0, 5.0)))
     ax.xaxis.set_minor_formatter(plain)
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("median latency at batch 1 (ms, log scale)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    if ok:  # room on the right for the slowest points' labels
-        ax.set_xlim(lat.min() / 1.15, lat.max() * 1.9)
+    if timed:  # room on the right for the slowest points' labels
+        every = [r["latency_ms"] for r in timed]
+        ax.set_xlim(min(every) / 1.15, max(every) * 1.9)
     fig.tight_layout()
     if ok:
-        _place_labels(fig, ax, [label(r, multi) for r in ok], lat, acc)
+        shown = [i for i in range(len(ok)) if not crowded or i in set(front)]
+        _place_labels(fig, ax, [label(ok[i], multi) for i in shown], lat[shown], acc[shown])
     return _save(fig, plt, path)
+
+
+def _family_points(ax, plt, rows, lat, acc, lo, hi) -> None:
+    """One colour per model family (seeds and precisions of a model share it), circles int8, squares float."""
+    names = list(dict.fromkeys(family(r) for r in rows))
+    colours = plt.get_cmap("tab20")
+    for k, name in enumerate(names):
+        colour = colours(k % 20)
+        for is_int8 in (True, False):
+            idx = [i for i, r in enumerate(rows) if family(r) == name and (r.get("precision") == "int8") == is_int8]
+            if not idx:
+                continue
+            ax.errorbar(lat[idx], acc[idx], yerr=[acc[idx] - lo[idx], hi[idx] - acc[idx]], fmt="o" if is_int8 else "s",
+                        ms=5, color=colour, ecolor=colour, elinewidth=0.6, alpha=0.9, capsize=2,
+                        label=name if is_int8 or not any(family(r) == name and r.get("precision") == "int8"
+                                                         for r in rows) else None)
 
 
 def _place_labels(fig, ax, texts, xs, ys) -> None:
