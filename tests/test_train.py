@@ -21,8 +21,8 @@ LADDER_AND_HEADS = ["baseline", "deeper", "bn_gap", "l2", "early_stop", "augment
                     "mnv2_dense128", "mnv2_dropout", "mnv2_dropout_b64", "resnet8"]
 
 
-def _cfg(archive, out, recipe="baseline", epochs=1, batch=64, **kw):
-    return RunConfig(recipes.get(recipe).with_overrides(epochs=epochs, batch_size=batch), out=out,
+def _cfg(archive, out, recipe="baseline", epochs=1, batch=64, ema=None, **kw):
+    return RunConfig(recipes.get(recipe).with_overrides(epochs=epochs, batch_size=batch, ema=ema), out=out,
                      data=str(archive), val_size=50, progress=False, weights="none", **kw)
 
 
@@ -90,10 +90,11 @@ def test_resume_without_a_checkpoint_says_so(synthetic_archive, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_killed_run_resumes_from_its_last_epoch_and_matches_an_uninterrupted_run(synthetic_archive, tmp_path):
+@pytest.mark.parametrize("ema", [None, 0.9], ids=["plain", "weight-averaged"])
+def test_a_killed_run_resumes_from_its_last_epoch_and_matches_an_uninterrupted_run(ema, synthetic_archive, tmp_path):
     epochs = 12
     cmd = [sys.executable, "-m", "edgecifar", "train", "baseline", "--epochs", str(epochs), "--batch-size", "32",
-           "--data", str(synthetic_archive), "--val-size", "50", "--quiet"]
+           "--data", str(synthetic_archive), "--val-size", "50", "--quiet", *(["--ema", str(ema)] if ema else [])]
     killed = tmp_path / "killed"
     proc = subprocess.Popen(cmd + ["--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = killed / "checkpoint" / "state.json"
@@ -112,13 +113,15 @@ def test_a_killed_run_resumes_from_its_last_epoch_and_matches_an_uninterrupted_r
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming {killed} after epoch {done_at_kill}/{epochs}" in resumed.stderr.replace("\n", "")
 
-    straight = run(_cfg(synthetic_archive, tmp_path / "straight", epochs=epochs, batch=32))
+    straight = run(_cfg(synthetic_archive, tmp_path / "straight", epochs=epochs, batch=32, ema=ema))
     after = json.loads((killed / "metrics.json").read_text())
     assert after["epochs"] == epochs
     rows = list(csv.DictReader((killed / "history.csv").open()))
     assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
     ref = list(csv.DictReader((tmp_path / "straight" / "history.csv").open()))
     assert [r["val_loss"] for r in rows] == [r["val_loss"] for r in ref]
+    if ema:
+        assert [r["ema_val_accuracy"] for r in rows] == [r["ema_val_accuracy"] for r in ref]
     assert after["test_accuracy"] == straight["test_accuracy"]
 
 

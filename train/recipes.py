@@ -33,6 +33,7 @@ class Recipe:
     augment: Augment = "none"
     early_stopping: int | None = None     # patience in epochs on validation loss, best weights restored
     mixed_bfloat16: bool = False          # helps plain convolutions on this CPU, hurts depthwise ones
+    ema: float | None = None              # per-step decay of the weight average evaluated and shipped (train/ema.py)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def with_overrides(self, **changes: Any) -> "Recipe":

@@ -150,16 +150,18 @@ def float32_copy(model, recipe: Recipe, weights: str | None):
 
 # --------------------------------------------------------------------------- checkpoints
 
-def save_checkpoint(run_dir: Path, model, state: State) -> None:
-    """Write the model (with optimizer) then the state naming it; drop older checkpoints."""
+def save_checkpoint(run_dir: Path, model, state: State, ema=None) -> None:
+    """Write the model (with optimizer) and weight average, then the state naming them; drop older ones."""
     ckpt = run_dir / CHECKPOINT
     ckpt.mkdir(parents=True, exist_ok=True)
-    name = f"epoch-{state.epochs_done:03d}.keras"
-    with atomic_path(ckpt / name) as tmp:
+    stem = f"epoch-{state.epochs_done:03d}"
+    with atomic_path(ckpt / f"{stem}.keras") as tmp:
         model.save(tmp)
-    write_json(ckpt / "state.json", {**asdict(state), "model": name})
-    for old in ckpt.glob("epoch-*.keras"):
-        if old.name != name:
+    if ema is not None:
+        ema.save(ckpt / f"{stem}.ema.npz")
+    write_json(ckpt / "state.json", {**asdict(state), "model": f"{stem}.keras"})
+    for old in ckpt.glob("epoch-*"):
+        if not old.name.startswith(f"{stem}."):
             old.unlink()
 
 
@@ -234,6 +236,7 @@ def _run(cfg: RunConfig, console, dist) -> dict:
         compile_model(model, recipe, steps, recipe.epochs)
     stopper = EarlyStopper(**{**state.stopper, "patience": recipe.early_stopping})
     best_weights = run_dir / CHECKPOINT / "best.weights.h5"
+    ema = _weight_average(model, recipe, run_dir, state, dist)
 
     with (make_progress(console) if cfg.progress else _NullProgress()) as progress:
         run_task = progress.add_task("run", total=steps * recipe.epochs, completed=steps * state.epochs_done,
@@ -247,13 +250,15 @@ def _run(cfg: RunConfig, console, dist) -> dict:
                 hist = _History({k: [v] for k, v in dist.fit_epoch(model, train_ds, cb).items()})
                 val_loss, val_acc = dist.evaluate(model, x_val, y_val)
             else:
-                hist = model.fit(train_ds, epochs=1, verbose=0, shuffle=False, callbacks=[cb])
-                val_loss, val_acc = model.evaluate(x_val.astype(np.float32), keras.utils.to_categorical(y_val, 10),
-                                                   batch_size=500, verbose=0)
+                hist = model.fit(train_ds, epochs=1, verbose=0, shuffle=False, callbacks=[cb, *([ema] if ema else [])])
+                val_loss, val_acc = _evaluate(model, x_val, y_val)
             row = {"epoch": epoch + 1, "loss": hist.history["loss"][-1], "accuracy": hist.history["accuracy"][-1],
                    "val_loss": float(val_loss), "val_accuracy": float(val_acc),
                    "lr": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
                    "seconds": round(cb.seconds, 2), "images_per_s": round(cb.images_per_second, 1)}
+            if ema is not None:
+                with ema.swapped_in():
+                    row["ema_val_accuracy"] = float(_evaluate(model, x_val, y_val)[1])
             state.history.append(row)
             state.train_seconds += cb.seconds
             stop = stopper.update(epoch, val_loss)
@@ -262,10 +267,11 @@ def _run(cfg: RunConfig, console, dist) -> dict:
                     model.save_weights(tmp)
             state.epochs_done, state.stopper = epoch + 1, asdict(stopper)
             state.stopped_early = bool(stop)
-            save_checkpoint(run_dir, model, state)
+            save_checkpoint(run_dir, model, state, ema)
+            averaged = f" ema_val_acc {row['ema_val_accuracy']:.4f}" if ema is not None else ""
             progress.console.print(
                 f"epoch {epoch + 1}/{recipe.epochs}: loss {row['loss']:.4f} acc {row['accuracy']:.4f} "
-                f"val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.4f} "
+                f"val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.4f}{averaged} "
                 f"{row['images_per_s']:,.0f} img/s {row['seconds']:.1f}s")
             if stop:
                 progress.console.print(f"early stopping: no better validation loss for {recipe.early_stopping} "
@@ -273,6 +279,8 @@ def _run(cfg: RunConfig, console, dist) -> dict:
 
     if recipe.early_stopping and best_weights.exists():
         model.load_weights(best_weights)
+    if ema is not None:
+        ema.copy_to_model()
     final = float32_copy(model, recipe, cfg.weights)
     val_scores, test_scores = predict(final, x_val), predict(final, ds.x_test)
     per_epoch_ips = [r["images_per_s"] for r in state.history[1:]] or [r["images_per_s"] for r in state.history]
@@ -299,6 +307,31 @@ def _run(cfg: RunConfig, console, dist) -> dict:
     write_text(run_dir / "history.csv", _history_csv(state.history))
     write_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def _weight_average(model, recipe: Recipe, run_dir: Path, state: State, dist):
+    """The recipe's weight average (train/ema.py), restored from the checkpoint when resuming; or None."""
+    if not recipe.ema:
+        return None
+    if dist is not None or recipe.early_stopping:
+        raise EdgeCifarError(f"recipe {recipe.name}: weight averaging (ema) works in a single process without "
+                             "early stopping")
+    from edgecifar.train.ema import WeightEMA
+
+    ema = WeightEMA(model, recipe.ema)
+    if state.epochs_done:
+        path = run_dir / CHECKPOINT / f"epoch-{state.epochs_done:03d}.ema.npz"
+        if not path.exists():
+            raise EdgeCifarError(f"{path}: missing; the checkpoint has no weight average to resume")
+        ema.load(path)
+    return ema
+
+
+def _evaluate(model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    import keras
+
+    loss, acc = model.evaluate(x.astype(np.float32), keras.utils.to_categorical(y, 10), batch_size=500, verbose=0)
+    return float(loss), float(acc)
 
 
 def _accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
