@@ -13,6 +13,8 @@ import click
 @click.option("--batch-size", type=click.IntRange(min=1), help="Override the recipe's batch size.")
 @click.option("--ema", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="DECAY",
               help="Average the weights (per-step decay, e.g. 0.999) and ship the average (default: the recipe's).")
+@click.option("--whiten-stem/--no-whiten-stem", default=None,
+              help="Freeze the stem as a PCA whitening of training patches (default: the recipe's).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory (default runs/RECIPE-seedS).")
 @click.option("--data", type=click.Path(path_type=Path), help="cifar-10-python.tar.gz or cifar-10-batches-py/ (default $EDGECIFAR_DATA).")
@@ -31,7 +33,7 @@ import click
 @click.option("--task-index", type=click.IntRange(min=0), help="multi-worker: this machine's position in --workers (0 = chief).")
 @click.option("--worker-timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
               help="multi-worker: seconds to wait for the other workers at a step before failing.")
-def train(recipe, epochs, batch_size, ema, seed, out, data, val_size, weights, resume, overwrite, list_recipes, quiet,
+def train(recipe, epochs, batch_size, ema, whiten_stem, seed, out, data, val_size, weights, resume, overwrite, list_recipes, quiet,
           strategy, workers, task_index, worker_timeout):
     """Train RECIPE on CIFAR-10 and write model.keras, history.csv and metrics.json."""
     from edgecifar.train.recipes import RECIPES, get
@@ -55,7 +57,8 @@ def train(recipe, epochs, batch_size, ema, seed, out, data, val_size, weights, r
 
     from edgecifar.train.runner import RunConfig, run
 
-    cfg = RunConfig(get(recipe).with_overrides(epochs=epochs, batch_size=batch_size, ema=ema), seed=seed, out=out,
+    cfg = RunConfig(get(recipe).with_overrides(epochs=epochs, batch_size=batch_size, ema=ema,
+                                                   whiten_stem=whiten_stem), seed=seed, out=out,
                     data=str(data) if data else None, val_size=val_size, resume=resume, overwrite=overwrite,
                     weights=weights, progress=not quiet, strategy=strategy, collective_timeout=worker_timeout)
     metrics = run(cfg)

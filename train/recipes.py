@@ -34,6 +34,7 @@ class Recipe:
     early_stopping: int | None = None     # patience in epochs on validation loss, best weights restored
     mixed_bfloat16: bool = False          # helps plain convolutions on this CPU, hurts depthwise ones
     ema: float | None = None              # per-step decay of the weight average evaluated and shipped (train/ema.py)
+    whiten_stem: bool = False             # stem = frozen PCA whitening of training patches (train/whiten.py)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def with_overrides(self, **changes: Any) -> "Recipe":

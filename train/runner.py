@@ -120,6 +120,10 @@ def build_model(recipe: Recipe, weights: str | None = None):
         model = models.create(recipe.model, **kwargs)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+    if recipe.whiten_stem:  # frozen before compiling; its weights come from the data (train/whiten.py)
+        from edgecifar.train.whiten import STEM
+
+        model.get_layer(STEM).trainable = False
     return model
 
 
@@ -234,6 +238,10 @@ def _run(cfg: RunConfig, console, dist) -> dict:
     else:
         model, state = build_model(recipe, cfg.weights), State()
         compile_model(model, recipe, steps, recipe.epochs)
+    if recipe.whiten_stem and state.epochs_done == 0:
+        from edgecifar.train.whiten import whiten_stem
+
+        whiten_stem(model, x_tr)
     stopper = EarlyStopper(**{**state.stopper, "patience": recipe.early_stopping})
     best_weights = run_dir / CHECKPOINT / "best.weights.h5"
     ema = _weight_average(model, recipe, run_dir, state, dist)
