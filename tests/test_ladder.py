@@ -34,3 +34,24 @@ def test_markdown_states_training_images_and_minutes():
     text = markdown(summarise([_run("baseline", 0, 0.7), _run("baseline", 1, 0.7)]))
     assert "| 10, 10 | 1.5 | 68.9% |" in text
     assert "Training images per run: 35,000" in text
+
+
+def test_the_validation_range_covers_the_last_epochs_of_every_seed(tmp_path):
+    import json
+
+    from edgecifar.bench.ladder import LAST_EPOCHS, load_runs
+
+    for seed, curve in ((0, [0.1, 0.9, 0.50, 0.70, 0.60, 0.65, 0.62]), (1, [0.2, 0.3, 0.58, 0.66, 0.61, 0.64, 0.63])):
+        run = tmp_path / f"l2-seed{seed}"
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps(_run("l2", seed, 0.6)))
+        (run / "history.csv").write_text("epoch,val_accuracy\n" + "".join(f"{i + 1},{v}\n" for i, v in enumerate(curve)))
+    assert LAST_EPOCHS == 5
+    (row,) = summarise(load_runs(tmp_path))
+    assert (row.val_last_min, row.val_last_max) == (0.50, 0.70)
+    assert "| 50.0%–70.0% |" in markdown([row])
+
+
+def test_runs_without_a_history_leave_the_range_empty():
+    (row,) = summarise([_run("baseline", 0, 0.7)])
+    assert row.val_last_min is None and "| — |" in markdown([row])
