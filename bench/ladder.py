@@ -51,7 +51,7 @@ def load_runs(root: Path) -> list[dict]:
         m = json.loads(path.read_text())
         history = path.with_name("history.csv")
         if history.exists():
-            m["val_history"] = [float(r["val_accuracy"]) for r in csv.DictReader(history.open())]
+            m["val_history"] = [float(r["val_accuracy"]) for r in csv.DictReader(history.read_text().splitlines())]
         runs.append(m)
     return runs
 

@@ -78,3 +78,10 @@ def test_a_whitened_stem_is_set_from_the_training_images_and_stays_frozen(synthe
     assert not stem.trainable
     np.testing.assert_allclose(np.asarray(stem.kernel), whitening_kernel(x, 2, stem.kernel.shape[-1]), rtol=1e-5,
                                atol=1e-5)
+
+
+def test_a_recipe_whose_model_has_no_stem_is_refused_in_one_line():
+    from edgecifar.train.runner import build_model
+
+    with pytest.raises(EdgeCifarError, match="no layer named 'stem'"):
+        build_model(recipes.get("baseline").with_overrides(whiten_stem=True))

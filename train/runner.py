@@ -121,9 +121,9 @@ def build_model(recipe: Recipe, weights: str | None = None):
     finally:
         keras.mixed_precision.set_global_policy("float32")
     if recipe.whiten_stem:  # frozen before compiling; its weights come from the data (train/whiten.py)
-        from edgecifar.train.whiten import STEM
+        from edgecifar.train.whiten import stem_layer
 
-        model.get_layer(STEM).trainable = False
+        stem_layer(model).trainable = False
     return model
 
 

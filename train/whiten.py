@@ -41,15 +41,20 @@ def whitening_kernel(x: np.ndarray, k: int, filters: int, eps: float = EPS) -> n
     return w.reshape(k, k, x.shape[-1], filters).astype(np.float32)
 
 
+def stem_layer(model):
+    """The model's first convolution, or a one-line error naming the model when it has none."""
+    try:
+        return model.get_layer(STEM)
+    except ValueError:
+        raise EdgeCifarError(f"model {model.name!r} has no layer named {STEM!r} to whiten") from None
+
+
 def whiten_stem(model, images_uint8: np.ndarray, images: int = IMAGES) -> None:
     """Set the model's ``stem`` convolution to the whitening kernel of the first ``images`` training images,
     standardised as the model standardises its input."""
     from edgecifar.models.layers import CIFAR_MEAN, CIFAR_STD
 
-    try:
-        stem = model.get_layer(STEM)
-    except ValueError:
-        raise EdgeCifarError(f"model {model.name!r} has no layer named {STEM!r} to whiten") from None
+    stem = stem_layer(model)
     kernel = stem.kernel
     kh, kw, cin, filters = kernel.shape
     if kh != kw or getattr(stem, "use_bias", False):
