@@ -12,5 +12,8 @@ LABELS: tuple[str, ...] = (
     "dog", "frog", "horse", "ship", "truck",
 )
 
+#: How many classes every model scores (one home: derived from LABELS).
+NUM_CLASSES: int = len(LABELS)
+
 #: The input contract of every model: raw RGB pixels 0-255 as float, NHWC.
 INPUT_SHAPE: tuple[int, int, int] = (32, 32, 3)

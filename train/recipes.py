@@ -35,6 +35,8 @@ class Recipe:
     mixed_bfloat16: bool = False          # helps plain convolutions on this CPU, hurts depthwise ones
     ema: float | None = None              # per-step decay of the weight average evaluated and shipped (train/ema.py)
     whiten_stem: bool = False             # stem = frozen PCA whitening of training patches (train/whiten.py)
+    distill: str | None = None            # teacher model file (path, or zoo file name) for soft targets (train/distill.py)
+    distill_alpha: float = 0.5            # weight of the teacher's probabilities in each target (rest: the label)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def with_overrides(self, **changes: Any) -> "Recipe":
@@ -67,6 +69,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("edge_tiny", "edge_tiny", "plain convnet 24/32/64 at full resolution, one-cycle SGD, bf16, flip+translate",
            40, 256, lr=0.4, weight_decay=5e-4, label_smoothing=0.1, augment="flip_translate",
            mixed_bfloat16=True, **_SGD),
+    Recipe("edge_micro", "edge_micro", "ReLU convnet for TFLite Micro (stem 16/24, stages 40/60), one-cycle SGD, "
+           "bf16, flip+translate", 40, 256, lr=0.4, weight_decay=5e-4, label_smoothing=0.1,
+           augment="flip_translate", mixed_bfloat16=True, **_SGD),
+    Recipe("edge_micro_kd", "edge_micro", "edge_micro distilled from the zoo's edge_best int8 (soft targets, "
+           "weight 0.5)", 40, 256, lr=0.4, weight_decay=5e-4, label_smoothing=0.1, augment="flip_translate",
+           mixed_bfloat16=True, distill="edge_best_int8.tflite", distill_alpha=0.5, **_SGD),
 ]}
 
 

@@ -79,9 +79,13 @@ class State:
 # --------------------------------------------------------------------------- data pipeline
 
 def epoch_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int, epoch: int, augment: str):
-    """One epoch of shuffled, augmented, one-hot batches; a pure function of (seed, epoch)."""
+    """One epoch of shuffled, augmented batches; a pure function of (seed, epoch).
+
+    ``y`` is integer labels (made one-hot here) or per-image target distributions ``[N, classes]``
+    (distillation's soft targets, train/distill.py)."""
     import tensorflow as tf
 
+    from edgecifar import NUM_CLASSES
     from edgecifar.train.augment import AUGMENTATIONS
 
     perm = np.random.default_rng([seed, epoch]).permutation(len(x))
@@ -89,9 +93,9 @@ def epoch_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int, epoch: in
     ds = tf.data.Dataset.from_tensor_slices((x[perm], y[perm])).batch(batch)
 
     def prepare(i, xy):
-        images, labels = xy
+        images, targets = xy
         images = aug(tf.cast(images, tf.float32), tf.stack([tf.cast(seed * 100_003 + epoch, tf.int64), i]))
-        return images, tf.one_hot(labels, 10)
+        return images, (targets if y.ndim == 2 else tf.one_hot(targets, NUM_CLASSES))
 
     return ds.enumerate().map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) \
              .prefetch(tf.data.AUTOTUNE)
@@ -245,6 +249,7 @@ def _run(cfg: RunConfig, console, dist) -> dict:
     stopper = EarlyStopper(**{**state.stopper, "patience": recipe.early_stopping})
     best_weights = run_dir / CHECKPOINT / "best.weights.h5"
     ema = _weight_average(model, recipe, run_dir, state, dist)
+    soft, teacher = _distillation_targets(recipe, run_dir, x_tr, y_tr, ds.fingerprint, console)
 
     with (make_progress(console) if cfg.progress else _NullProgress()) as progress:
         run_task = progress.add_task("run", total=steps * recipe.epochs, completed=steps * state.epochs_done,
@@ -253,7 +258,8 @@ def _run(cfg: RunConfig, console, dist) -> dict:
             if state.stopped_early:
                 break
             cb = ProgressCallback(progress, run_task, epoch, recipe.epochs, steps, recipe.batch_size, len(x_tr))
-            train_ds = epoch_dataset(x_tr, y_tr, recipe.batch_size, cfg.seed, epoch, recipe.augment)
+            train_ds = epoch_dataset(x_tr, y_tr if soft is None else soft, recipe.batch_size, cfg.seed, epoch,
+                                     recipe.augment)
             if dist is not None:  # tf.distribute step loop: Keras 3 model.fit breaks under multi-worker
                 hist = _History({k: [v] for k, v in dist.fit_epoch(model, train_ds, cb).items()})
                 val_loss, val_acc = dist.evaluate(model, x_val, y_val)
@@ -308,6 +314,8 @@ def _run(cfg: RunConfig, console, dist) -> dict:
         "git_commit": git_commit(),
         "command": " ".join(["edgecifar", "train", *sys.argv[2:]]) if sys.argv[1:2] == ["train"] else None,
     }
+    if teacher is not None:
+        metrics["distillation"] = teacher
     if dist is not None:
         metrics.update(dist.describe())
     with atomic_path(run_dir / "model.keras") as tmp:
@@ -333,6 +341,19 @@ def _weight_average(model, recipe: Recipe, run_dir: Path, state: State, dist):
             raise EdgeCifarError(f"{path}: missing; the checkpoint has no weight average to resume")
         ema.load(path)
     return ema
+
+
+def _distillation_targets(recipe: Recipe, run_dir: Path, x: np.ndarray, y: np.ndarray, fingerprint: str, console):
+    """(soft targets, teacher description) for the recipe's teacher (train/distill.py); (None, None) when off."""
+    if not recipe.distill:
+        return None, None
+    from edgecifar.train.distill import cached_teacher, soft_targets
+
+    probs, teacher = cached_teacher(run_dir, recipe.distill, x, fingerprint)
+    teacher["teacher_train_accuracy"] = _accuracy(probs, y)
+    console.print(f"distilling from {teacher['teacher']} (weight {recipe.distill_alpha}); its accuracy on the "
+                  f"{len(y):,} training images: {teacher['teacher_train_accuracy']:.4f}")
+    return soft_targets(y, probs, recipe.distill_alpha), teacher
 
 
 def _evaluate(model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -75,3 +75,30 @@ def edge_tiny(act: str = "gelu") -> keras.Model:
     x = layers.MaxPooling2D()(x)
     x = layers.GlobalMaxPooling2D()(x)
     return keras.Model(inp, classifier(x), name="edge_tiny")
+
+
+def micro_convnet(name: str, stem: Sequence[int], widths: Sequence[int]) -> keras.Model:
+    """Full-resolution stem convs, then per width: maxpool-conv-BN-ReLU-conv-BN-ReLU; global max-pool; dense.
+
+    Built for TensorFlow Lite Micro: ReLU only (TFLM has no GELU), and every stage pools *before* its
+    convolutions, so the largest activations (the stem's, at 32x32) are the only full-size ones the
+    interpreter's arena must hold and most MACs run at 16x16 or below (fast on LiteRT too).
+    """
+    inp = pixels_input()
+    x = standardize(inp)
+    for i, c in enumerate(stem):
+        x = layers.Conv2D(c, 3, padding="same", use_bias=False, name="stem" if i == 0 else None)(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
+        x = layers.Activation("relu")(x)
+    for w in widths:
+        x = layers.MaxPooling2D()(x)
+        x = _conv_bn_act(x, w, None, "relu")
+        x = _conv_bn_act(x, w, None, "relu")
+    x = layers.GlobalMaxPooling2D()(x)
+    return keras.Model(inp, classifier(x), name=name)
+
+
+@register(family="edge")
+def edge_micro() -> keras.Model:
+    """Microcontroller convnet: stem 16/24 at 32x32, stages 40/60 at 16x16 and 8x8, ReLU only."""
+    return micro_convnet("edge_micro", stem=(16, 24), widths=(40, 60))
