@@ -36,30 +36,32 @@ clean:
 	rm -rf $(VENV) build dist *.egg-info runs .pytest_cache .hypothesis
 
 # ---------------------------------------------------------------- model zoo and ladder (hours of CPU)
-# Each run is skipped when its metrics.json exists and resumed when it has a checkpoint.
+# Each run is skipped when its metrics.json exists and resumed when it has a checkpoint. Run folders live
+# outside the work tree (RUNS), so a fresh checkout keeps the machine's trained runs.
+RUNS   ?= $(HOME)/edgecifar-runs
 SEEDS  ?= 0 1 2
 LADDER ?= baseline deeper bn_gap l2 early_stop augment
 HEADS  ?= mnv2_dense128 mnv2_dropout mnv2_dropout_b64
-ZOO    ?= edge_tiny edge_fast edge_best
+ZOO    ?= edge_micro_kd edge_fast edge_best
 
 .PHONY: ladder zoo-train
 ladder: install
-	for s in $(SEEDS); do for r in $(LADDER); do bench/train_once.sh $$r runs/ladder/$$r-seed$$s --seed $$s || exit 1; done; done
-	for r in $(HEADS); do bench/train_once.sh $$r runs/ladder/$$r-seed0 --seed 0 || exit 1; done
-	$(BIN)/python -m edgecifar.bench.ladder runs/ladder --out bench/results/ladder.md --csv bench/results/ladder.csv
+	for s in $(SEEDS); do for r in $(LADDER); do bench/train_once.sh $$r $(RUNS)/ladder/$$r-seed$$s --seed $$s || exit 1; done; done
+	for r in $(HEADS); do bench/train_once.sh $$r $(RUNS)/ladder/$$r-seed0 --seed 0 || exit 1; done
+	$(BIN)/python -m edgecifar.bench.ladder $(RUNS)/ladder --out bench/results/ladder.md --csv bench/results/ladder.csv
 
 zoo-train: install
-	for r in $(ZOO); do bench/train_once.sh $$r runs/zoo/$$r --val-size 2000 || exit 1; done
+	for r in $(ZOO); do bench/train_once.sh $$r $(RUNS)/zoo/$$r --val-size 2000 || exit 1; done
 
 # Ship the zoo (edgecifar/zoo, <= 5 MB: int8 for all, fp32 + ONNX for the smallest, flip-TTA int8 where it
-# pays), then publish one bench run over the zoo, the zoo's float models (runs/zoo/*/export, not shipped: they
+# pays), then publish one bench run over the zoo, the zoo's float models ($(RUNS)/zoo/*/export, not shipped: they
 # show what int8 costs), the ladder, the MobileNetV2 heads and the seed's MobileNetV2 1.0 @96 reference.
-ZOOFLAGS_edge_tiny := --int8 --fp32 --onnx --onnx-int8
+ZOOFLAGS_edge_micro_kd := --int8 --fp32 --onnx --onnx-int8
 ZOOFLAGS_edge_fast := --int8 --onnx-int8
 ZOOFLAGS_edge_best := --int8
 ZOOTTA := edge_tiny edge_fast
 # Float twins of the shipped int8 files that the zoo does not ship itself: "plain" and/or "tta" (fp32).
-FLOATS_edge_tiny := tta
+FLOATS_edge_micro_kd :=
 FLOATS_edge_fast := plain tta
 FLOATS_edge_best := plain
 RESULTS := bench/results
@@ -68,21 +70,21 @@ RESULTS := bench/results
 zoo: $(foreach r,$(ZOO),zoo-$(r))
 
 zoo-%: install
-	@[ ! -f runs/zoo/$*/model.keras ] || $(BIN)/edgecifar export runs/zoo/$* $(ZOOFLAGS_$*) --out edgecifar/zoo
-	@[ ! -f runs/zoo/$*/model.keras ] || [ -z "$(filter $*,$(ZOOTTA))" ] || \
-	  $(BIN)/edgecifar export runs/zoo/$* --int8 --tta --out edgecifar/zoo
+	@[ ! -f $(RUNS)/zoo/$*/model.keras ] || $(BIN)/edgecifar export $(RUNS)/zoo/$* $(ZOOFLAGS_$*) --out edgecifar/zoo
+	@[ ! -f $(RUNS)/zoo/$*/model.keras ] || [ -z "$(filter $*,$(ZOOTTA))" ] || \
+	  $(BIN)/edgecifar export $(RUNS)/zoo/$* --int8 --tta --out edgecifar/zoo
 
 float-%: install
-	@[ ! -f runs/zoo/$*/model.keras ] || { rm -rf runs/zoo/$*/export && \
-	  $(if $(filter plain,$(FLOATS_$*)),$(BIN)/edgecifar export runs/zoo/$* --fp32 &&) \
-	  $(if $(filter tta,$(FLOATS_$*)),$(BIN)/edgecifar export runs/zoo/$* --fp32 --tta &&) true; }
+	@[ ! -f $(RUNS)/zoo/$*/model.keras ] || { rm -rf $(RUNS)/zoo/$*/export && \
+	  $(if $(filter plain,$(FLOATS_$*)),$(BIN)/edgecifar export $(RUNS)/zoo/$* --fp32 &&) \
+	  $(if $(filter tta,$(FLOATS_$*)),$(BIN)/edgecifar export $(RUNS)/zoo/$* --fp32 --tta &&) true; }
 
 results: install $(foreach r,$(ZOO),float-$(r))
-	[ -f runs/reference/export/edgecifar.json ] || { $(BIN)/python -m edgecifar.bench.reference runs/reference && \
-	  $(BIN)/edgecifar export runs/reference/mnv2_w1.0_96_random.keras --int8 --out runs/reference/export; }
-	for d in runs/ladder/*/; do [ -f $$d/export/edgecifar.json ] || [ ! -f $$d/model.keras ] || \
+	[ -f $(RUNS)/reference/export/edgecifar.json ] || { $(BIN)/python -m edgecifar.bench.reference $(RUNS)/reference && \
+	  $(BIN)/edgecifar export $(RUNS)/reference/mnv2_w1.0_96_random.keras --int8 --out $(RUNS)/reference/export; }
+	for d in $(RUNS)/ladder/*/; do [ -f $$d/export/edgecifar.json ] || [ ! -f $$d/model.keras ] || \
 	  $(BIN)/edgecifar export $$d --int8 --fp32 || exit 1; done
-	$(BIN)/edgecifar bench edgecifar/zoo $$(ls -d runs/zoo/*/export runs/ladder/*/export 2>/dev/null) runs/reference/export \
+	$(BIN)/edgecifar bench edgecifar/zoo $$(ls -d $(RUNS)/zoo/*/export $(RUNS)/ladder/*/export 2>/dev/null) $(RUNS)/reference/export \
 	  --threads 1 --markdown $(RESULTS)/bench.md --csv $(RESULTS)/bench.csv --json $(RESULTS)/bench.json \
 	  --plot $(RESULTS)/pareto.png
 	$(BIN)/python -m edgecifar.zoo $(RESULTS)/bench.json
