@@ -8,6 +8,7 @@ stderr and a non-zero exit instead of a traceback.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 
