@@ -20,6 +20,7 @@ import numpy as np
 from edgecifar import data as cifar
 from edgecifar.errors import EdgeCifarError
 from edgecifar.fileio import atomic_path, check_writable_dir, write_json, write_text
+from edgecifar.host import cpu_model
 from edgecifar.runs import default_run_dir, git_commit
 from edgecifar.train.recipes import Recipe
 
@@ -311,7 +312,7 @@ def _run(cfg: RunConfig, console, dist) -> dict:
         "train_images": int(len(y_tr)),
         "data": {"source": ds.source, "fingerprint": ds.fingerprint, "train_batches": list(ds.train_batches)},
         "recipe_settings": asdict(recipe),
-        "git_commit": git_commit(),
+        "git_commit": git_commit(), "cpu": cpu_model(),
         "command": " ".join(["edgecifar", "train", *sys.argv[2:]]) if sys.argv[1:2] == ["train"] else None,
     }
     if teacher is not None:
