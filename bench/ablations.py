@@ -1,0 +1,86 @@
+"""One row per training run, with the settings an ablation varies: what each recipe piece is worth.
+
+``python -m edgecifar.bench.ablations RUN_DIR... [--out FILE.md] [--csv FILE.csv]`` reads each run's
+``metrics.json`` and writes its recipe, epochs, the varied settings (teacher and its weight, whitening
+stem, weight averaging), validation accuracy (what choices are made on), test accuracy (reported, never
+tuned on), training minutes, images/s and the CPU they were measured on. Rows keep the order given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgecifar.fileio import write_text
+
+
+@dataclass(frozen=True)
+class AblationRow:
+    run: str
+    recipe: str
+    seed: int
+    epochs: int
+    distill: str
+    whiten_stem: bool
+    ema: float | None
+    val_accuracy: float
+    val_images: int
+    test_accuracy: float
+    test_images: int
+    train_minutes: float
+    images_per_s: float
+    cpu: str
+
+
+def row(run_dir: Path) -> AblationRow:
+    m = json.loads((run_dir / "metrics.json").read_text())
+    s = m.get("recipe_settings", {})
+    teacher = s.get("distill")
+    return AblationRow(run_dir.name, m["recipe"], m["seed"], m["epochs"],
+                       f"{Path(teacher).name} × {s.get('distill_alpha')}" if teacher else "—",
+                       bool(s.get("whiten_stem")), s.get("ema"), m["val_accuracy"], m["val_images"],
+                       m["test_accuracy"], m["test_images"], m.get("train_seconds", 0.0) / 60,
+                       m.get("images_per_s", 0.0), m.get("cpu") or "not recorded")
+
+
+def markdown(rows: list[AblationRow]) -> str:
+    out = ["| run | recipe | seed | epochs | distillation (teacher × weight) | whitening stem | EMA | "
+           "validation accuracy | test accuracy | training min | img/s | CPU |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        out.append(f"| {r.run} | `{r.recipe}` | {r.seed} | {r.epochs} | {r.distill} | {'yes' if r.whiten_stem else 'no'} | "
+                   f"{r.ema if r.ema else '—'} | {r.val_accuracy:.1%} ({r.val_images:,}) | "
+                   f"{r.test_accuracy:.1%} ({r.test_images:,}) | {r.train_minutes:.1f} | {r.images_per_s:,.0f} | {r.cpu} |")
+    return "\n".join(out) + "\n"
+
+
+def to_csv(rows: list[AblationRow]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(list(AblationRow.__dataclass_fields__))
+    for r in rows:
+        w.writerow([getattr(r, f) for f in AblationRow.__dataclass_fields__])
+    return buf.getvalue()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", type=Path, nargs="+")
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--csv", type=Path)
+    args = ap.parse_args(argv)
+    rows = [row(d) for d in args.runs if (d / "metrics.json").exists()]
+    text = markdown(rows)
+    if args.out:
+        write_text(args.out, text)
+    if args.csv:
+        write_text(args.csv, to_csv(rows))
+    print(text, end="")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

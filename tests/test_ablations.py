@@ -1,0 +1,19 @@
+"""The ablation table: one row per run, its varied settings and its validation accuracy from metrics.json."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from edgecifar.bench.ablations import main
+
+
+def test_each_run_becomes_a_row_with_its_settings_and_its_accuracies(trained_run, tmp_path, capsys):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    main([str(trained_run), str(tmp_path / "not-a-run"), "--out", str(tmp_path / "a.md"), "--csv", str(tmp_path / "a.csv")])
+    text = (tmp_path / "a.md").read_text()
+    assert text == capsys.readouterr().out
+    line = next(ln for ln in text.splitlines() if trained_run.name in ln)
+    assert f"{metrics['val_accuracy']:.1%} ({metrics['val_images']:,})" in line and "| — | no | — |" in line
+    rows = list(csv.DictReader((tmp_path / "a.csv").open()))
+    assert len(rows) == 1 and float(rows[0]["val_accuracy"]) == metrics["val_accuracy"]
