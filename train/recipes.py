@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from edgecifar.errors import ModelError
 
 Augment = Literal["none", "seed", "flip_translate"]
+Schedule = Literal["constant", "one_cycle", "cosine"]   # train/schedule.py
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """What to train and how. ``optimizer`` is ``adam`` (constant lr) or ``sgd`` (one-cycle schedule)."""
+    """What to train and how. ``schedule`` defaults to one-cycle for ``sgd`` and a constant rate for ``adam``."""
 
     name: str
     model: str
@@ -25,8 +26,9 @@ class Recipe:
     epochs: int
     batch_size: int
     optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = 1e-3                      # Adam's rate, or the one-cycle peak for SGD
-    warmup: float = 0.2                   # one-cycle: fraction of steps rising to the peak
+    lr: float = 1e-3                      # the constant rate, or the schedule's peak
+    schedule: Schedule | None = None      # None: one_cycle for SGD, constant for Adam
+    warmup: float = 0.2                   # one-cycle, cosine: fraction of steps rising to the peak
     momentum: float = 0.9
     weight_decay: float = 0.0             # decoupled (scaled by the learning rate), SGD only
     label_smoothing: float = 0.0
@@ -37,7 +39,17 @@ class Recipe:
     whiten_stem: bool = False             # stem = frozen PCA whitening of training patches (train/whiten.py)
     distill: str | None = None            # teacher model file (path, or zoo file name) for soft targets (train/distill.py)
     distill_alpha: float = 0.5            # weight of the teacher's probabilities in each target (rest: the label)
+    # transfer learning (train/finetune.py)
+    freeze: Literal["none", "backbone"] = "none"   # frozen when training starts (frozen BatchNorm: inference mode)
+    unfreeze_at: int | None = None        # epochs after which the frozen backbone trains too (None: never)
+    backbone_lr: float = 1.0              # the backbone's learning rate as a fraction of lr, once it trains
+    bn_momentum: float | None = None      # every BatchNorm layer's (None: the builder's; MobileNetV2's is 0.999)
+    bn_frozen: bool = False               # the unfrozen backbone's BatchNorm stays in inference mode
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.schedule is None:  # recorded explicitly in metrics.json
+            object.__setattr__(self, "schedule", "one_cycle" if self.optimizer == "sgd" else "constant")
 
     def with_overrides(self, **changes: Any) -> "Recipe":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -45,6 +57,9 @@ class Recipe:
 
 _LADDER = "seed notebook ladder"
 _SGD = dict(optimizer="sgd", momentum=0.9)
+# Adam, cosine per stage (head 1e-3, backbone 5e-4), label smoothing 0.1, flip + 2-pixel translate.
+_FINETUNE = dict(schedule="cosine", warmup=0.05, label_smoothing=0.1, augment="flip_translate", freeze="backbone",
+                 unfreeze_at=1, backbone_lr=0.5)
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("baseline", "baseline", f"{_LADDER}: Conv32-Pool-Conv64-Pool-Dense128, Adam", 10, 64),
@@ -55,9 +70,18 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            20, 64, early_stopping=3),
     Recipe("augment", "l2", f"{_LADDER}: l2 with rotation 15, shifts 0.1, zoom 0.1, horizontal flip",
            20, 64, augment="seed"),
-    Recipe("mnv2_dense128", "mnv2_dense128", "frozen ImageNet MobileNetV2 @96, GAP-Dense128-Dense10", 5, 32),
-    Recipe("mnv2_dropout", "mnv2_dropout", "frozen ImageNet MobileNetV2 @96, GAP-Dropout0.3-Dense10", 10, 32),
-    Recipe("mnv2_dropout_b64", "mnv2_dropout", "mnv2_dropout with batch 64", 10, 64),
+    Recipe("mnv2_dense128", "mnv2_dense128", "frozen ImageNet MobileNetV2 @96, GAP-Dense128-Dense10", 5, 32,
+           freeze="backbone"),
+    Recipe("mnv2_dropout", "mnv2_dropout", "frozen ImageNet MobileNetV2 @96, GAP-Dropout0.3-Dense10", 10, 32,
+           freeze="backbone"),
+    Recipe("mnv2_dropout_b64", "mnv2_dropout", "mnv2_dropout with batch 64", 10, 64, freeze="backbone"),
+    # Fine-tuning the width-0.35 ImageNet backbone at 96x96 (train/finetune.py): 1 head epoch, then everything.
+    Recipe("mnv2_ft96", "mnv2_dropout", "MobileNetV2 0.35 @96 fine-tuned, BatchNorm momentum 0.99 "
+           "(measured: pending)", 8, 64, bn_momentum=0.99, **_FINETUNE),
+    Recipe("mnv2_ft96_bn999", "mnv2_dropout", "mnv2_ft96 with Keras' BatchNorm momentum 0.999 (probe: the trap)",
+           8, 64, **_FINETUNE),
+    Recipe("mnv2_ft96_bnfrozen", "mnv2_dropout", "mnv2_ft96 with the backbone's BatchNorm in inference mode (probe)",
+           8, 64, bn_frozen=True, **_FINETUNE),
     Recipe("resnet8", "resnet8", "MLPerf Tiny ResNet-8, SGD one-cycle, label smoothing, flip+translate",
            40, 128, lr=0.2, label_smoothing=0.1, augment="flip_translate", **_SGD),
     Recipe("edge_best", "edge_best", "plain convnet 64/256/256, one-cycle SGD, bf16, flip+translate",
@@ -78,8 +102,26 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
 ]}
 
 
+def check_recipes(recipes: dict[str, Recipe] = RECIPES) -> None:
+    """Combinations that cannot train as written, refused at import rather than after the data has loaded."""
+    for r in recipes.values():
+        if r.schedule not in get_args(Schedule):
+            raise ValueError(f"recipe {r.name}: unknown schedule {r.schedule!r}")
+        if r.unfreeze_at is not None and (r.freeze == "none" or not 0 < r.unfreeze_at < r.epochs):
+            raise ValueError(f"recipe {r.name}: unfreeze_at needs a frozen backbone and a value in 1..epochs-1")
+        if r.backbone_lr != 1.0 and (r.unfreeze_at is None or r.optimizer != "adam"):
+            raise ValueError(f"recipe {r.name}: backbone_lr applies to an unfrozen backbone under Adam")
+        if r.bn_frozen and r.unfreeze_at is None:
+            raise ValueError(f"recipe {r.name}: bn_frozen applies to a backbone that is unfrozen (unfreeze_at)")
+        if r.bn_momentum is not None and not 0.0 < r.bn_momentum < 1.0:
+            raise ValueError(f"recipe {r.name}: bn_momentum must be between 0 and 1")
+
+
 def get(name: str) -> Recipe:
     try:
         return RECIPES[name]
     except KeyError:
         raise ModelError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}") from None
+
+
+check_recipes()

@@ -129,20 +129,33 @@ def build_model(recipe: Recipe, weights: str | None = None):
         from edgecifar.train.whiten import stem_layer
 
         stem_layer(model).trainable = False
+    if recipe.bn_momentum is not None or recipe.freeze == "backbone":  # recipe decisions (train/finetune.py)
+        from edgecifar.train import finetune
+
+        if recipe.bn_momentum is not None:
+            finetune.set_bn_momentum(model, recipe.bn_momentum)
+        if recipe.freeze == "backbone":
+            finetune.backbone_layer(model).trainable = False
     return model
 
 
-def compile_model(model, recipe: Recipe, steps_per_epoch: int, epochs: int) -> None:
+def compile_model(model, recipe: Recipe, steps_per_epoch: int, epochs: int, backbone: list[str] = ()) -> None:
+    """The recipe's optimizer, its schedule spanning ``epochs``; the variables whose paths are in ``backbone``
+    learn at ``recipe.backbone_lr`` times the rate (train/finetune.py)."""
     import keras
 
-    from edgecifar.train.schedule import OneCycle
+    from edgecifar.train import schedule
 
+    lr = schedule.make(recipe.schedule, recipe.lr, steps_per_epoch * epochs, recipe.warmup)
     if recipe.optimizer == "sgd":
-        lr = OneCycle(recipe.lr, steps_per_epoch * epochs, recipe.warmup)
         opt = keras.optimizers.SGD(lr, momentum=recipe.momentum, nesterov=True,
                                    weight_decay=recipe.weight_decay or None)
+    elif backbone and recipe.backbone_lr != 1.0:
+        from edgecifar.train.finetune import GroupAdam
+
+        opt = GroupAdam(lr, group=backbone, scale=recipe.backbone_lr)
     else:
-        opt = keras.optimizers.Adam(recipe.lr)
+        opt = keras.optimizers.Adam(lr)
     model.compile(optimizer=opt,
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
                   metrics=["accuracy"])
@@ -178,6 +191,7 @@ def load_checkpoint(run_dir: Path):
     """Return (model, State) of the last finished epoch, or raise a one-line error."""
     import keras
 
+    from edgecifar.train.finetune import GroupAdam  # noqa: F401  (registered for checkpoints, as the schedules)
     from edgecifar.train.schedule import OneCycle  # noqa: F401
 
     path = run_dir / CHECKPOINT / "state.json"
@@ -242,7 +256,7 @@ def _run(cfg: RunConfig, console, dist) -> dict:
         console.print(f"resuming {run_dir} after epoch {state.epochs_done}/{recipe.epochs}")
     else:
         model, state = build_model(recipe, cfg.weights), State()
-        compile_model(model, recipe, steps, recipe.epochs)
+        compile_model(model, recipe, steps, recipe.unfreeze_at or recipe.epochs)
     if recipe.whiten_stem and state.epochs_done == 0:
         from edgecifar.train.whiten import whiten_stem
 
@@ -258,6 +272,7 @@ def _run(cfg: RunConfig, console, dist) -> dict:
         for epoch in range(state.epochs_done, recipe.epochs):
             if state.stopped_early:
                 break
+            _unfreeze_stage(model, recipe, epoch, steps, dist)
             cb = ProgressCallback(progress, run_task, epoch, recipe.epochs, steps, recipe.batch_size, len(x_tr))
             train_ds = epoch_dataset(x_tr, y_tr if soft is None else soft, recipe.batch_size, cfg.seed, epoch,
                                      recipe.augment)
@@ -324,6 +339,18 @@ def _run(cfg: RunConfig, console, dist) -> dict:
     write_text(run_dir / "history.csv", _history_csv(state.history))
     write_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def _unfreeze_stage(model, recipe: Recipe, epoch: int, steps: int, dist) -> None:
+    """At epoch ``unfreeze_at`` the frozen backbone starts training (train/finetune.py), under a new optimizer
+    whose schedule spans the remaining epochs; nothing at any other epoch."""
+    if recipe.unfreeze_at != epoch:
+        return
+    if dist is not None:
+        raise EdgeCifarError(f"recipe {recipe.name}: unfreezing a backbone works in a single process")
+    from edgecifar.train.finetune import unfreeze
+
+    compile_model(model, recipe, steps, recipe.epochs - epoch, backbone=unfreeze(model, recipe.bn_frozen))
 
 
 def _weight_average(model, recipe: Recipe, run_dir: Path, state: State, dist):

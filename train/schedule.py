@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import ops
 
@@ -27,3 +29,37 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self):
         return {"peak": self.peak, "total_steps": self.total_steps, "warmup": self.warmup, "floor": self.floor}
+
+
+@keras.saving.register_keras_serializable(package="edgecifar")
+class Cosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from ~0 to ``peak`` over ``warmup`` of the steps, then a half cosine down to ``floor``."""
+
+    def __init__(self, peak: float, total_steps: int, warmup: float = 0.0, floor: float = 0.0):
+        self.peak = float(peak)
+        self.total_steps = int(total_steps)
+        self.warmup = float(warmup)
+        self.floor = float(floor)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        total = float(max(self.total_steps, 1))
+        up = self.warmup * total
+        rise = self.peak * step / max(up, 1.0)
+        progress = ops.clip((step - up) / max(total - up, 1.0), 0.0, 1.0)
+        fall = self.floor + (self.peak - self.floor) * 0.5 * (1.0 + ops.cos(math.pi * progress))
+        return ops.where(step < up, rise, fall)
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps, "warmup": self.warmup, "floor": self.floor}
+
+
+def make(kind: str, peak: float, total_steps: int, warmup: float):
+    """The recipe's learning rate (``Recipe.schedule``): a constant ``peak``, or a schedule over ``total_steps``."""
+    if kind == "constant":
+        return peak
+    if kind == "one_cycle":
+        return OneCycle(peak, total_steps, warmup)
+    if kind == "cosine":
+        return Cosine(peak, total_steps, warmup)
+    raise ValueError(f"unknown schedule {kind!r}")

@@ -1,7 +1,8 @@
 """MobileNetV2 transfer-learning heads on an ImageNet backbone, as in the seed notebook.
 
-The 32x32 pixels are resized to 96x96 and scaled to [-1, 1] inside the model; the backbone is frozen
-(BatchNorm in inference mode) and only the head trains.
+The 32x32 pixels are resized to 96x96 and scaled to [-1, 1] inside the model. The backbone is the sub-model
+named ``backbone``; what of it trains is the recipe's decision (train/finetune.py): the notebook's heads freeze
+it (a frozen BatchNorm runs in inference mode), the fine-tuning recipes unfreeze it after the head has trained.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from keras import layers
 from edgecifar.errors import ModelError
 from edgecifar.models.layers import classifier, pixels_input
 from edgecifar.models.registry import register
+
+BACKBONE = "backbone"   # train/finetune.py freezes and unfreezes the sub-model of this name
 
 WEIGHTS_VAR = "EDGECIFAR_WEIGHTS"
 
@@ -47,11 +50,10 @@ def _backbone(alpha: float, size: int, weights: str | None) -> keras.Model:
     resolved = resolve_weights(weights, alpha)
     try:
         base = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=alpha,
-                                              include_top=False, weights=resolved)
+                                              include_top=False, weights=resolved, name=BACKBONE)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{resolved}: cannot load MobileNetV2 width {alpha:g} weights ({exc}); "
                          f"point ${WEIGHTS_VAR} at a local copy") from None
-    base.trainable = False
     return base
 
 
@@ -59,18 +61,18 @@ def _head_model(name: str, head, alpha: float, size: int, weights: str | None) -
     inp = pixels_input()
     x = layers.Resizing(size, size, interpolation="bilinear", name="resize")(inp)
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="mobilenet_scale")(x)
-    x = _backbone(alpha, size, weights)(x, training=False)
+    x = _backbone(alpha, size, weights)(x)
     x = layers.GlobalAveragePooling2D()(x)
     return keras.Model(inp, classifier(head(x)), name=name)
 
 
 @register(family="mobilenetv2")
 def mnv2_dense128(alpha: float = 0.35, size: int = 96, weights: str | None = None) -> keras.Model:
-    """Frozen ImageNet MobileNetV2 at 96x96, GAP -> Dense 128 ReLU -> Dense 10."""
+    """ImageNet MobileNetV2 at 96x96, GAP -> Dense 128 ReLU -> Dense 10."""
     return _head_model("mnv2_dense128", lambda x: layers.Dense(128, activation="relu")(x), alpha, size, weights)
 
 
 @register(family="mobilenetv2")
 def mnv2_dropout(alpha: float = 0.35, size: int = 96, weights: str | None = None) -> keras.Model:
-    """Frozen ImageNet MobileNetV2 at 96x96, GAP -> Dropout 0.3 -> Dense 10."""
+    """ImageNet MobileNetV2 at 96x96, GAP -> Dropout 0.3 -> Dense 10."""
     return _head_model("mnv2_dropout", lambda x: layers.Dropout(0.3)(x), alpha, size, weights)

@@ -1,0 +1,84 @@
+"""Transfer learning: train a new head on a frozen ImageNet backbone, then the whole network, the backbone slower.
+
+What: a recipe with ``freeze="backbone"`` starts with the model's ``backbone`` sub-model frozen (its BatchNorm in
+inference mode, ImageNet statistics); after ``unfreeze_at`` epochs the backbone trains too, at ``backbone_lr``
+times the head's learning rate, under a new optimizer that runs the recipe's schedule over the remaining epochs.
+Why: a randomly initialised head sends large, meaningless gradients into pretrained features; once the head
+fits, the whole network adapts to the new images (the Keras transfer-learning guide's two stages; per-group
+rates as airbench94.py's ``param_configs``, discriminative rates as in Howard & Ruder 2018, ULMFiT).
+
+The BatchNorm trap: Keras' MobileNetV2 builds its BatchNorm layers with momentum 0.999. Once the backbone
+trains in training mode, its moving statistics are ``momentum ** steps`` stale (``stale_share``): 0.999 leaves
+55% of the old statistics after 600 steps, so a model evaluated after its first fine-tuning epoch sees
+statistics of weights that no longer exist. A recipe picks one remedy: ``bn_momentum`` (a momentum suited to the
+step count, set on every BatchNorm layer at build time) or ``bn_frozen`` (the unfrozen backbone's BatchNorm stays
+in inference mode with the ImageNet statistics, its scale and offset fixed).
+
+The maths is pure (``stale_share``, ``GroupAdam.update_step``); ``unfreeze`` only flips trainable flags.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from edgecifar.errors import EdgeCifarError
+from edgecifar.models.mobilenet import BACKBONE
+
+
+def stale_share(momentum: float, steps: int) -> float:
+    """The weight that statistics from before ``steps`` training steps still carry in a BatchNorm moving average."""
+    return momentum ** steps
+
+
+def backbone_layer(model):
+    """The model's pretrained sub-model, or a one-line error naming the model when it has none."""
+    try:
+        return model.get_layer(BACKBONE)
+    except ValueError:
+        raise EdgeCifarError(f"model {model.name!r} has no sub-model named {BACKBONE!r} to freeze") from None
+
+
+def batchnorm_layers(model) -> list:
+    """Every BatchNormalization layer of ``model``, nested sub-models included."""
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def set_bn_momentum(model, momentum: float) -> None:
+    for layer in batchnorm_layers(model):
+        layer.momentum = momentum
+
+
+def unfreeze(model, bn_frozen: bool) -> list[str]:
+    """Let the backbone train (its BatchNorm layers too unless ``bn_frozen``); return its trainable variables' paths."""
+    backbone = backbone_layer(model)
+    backbone.trainable = True
+    if bn_frozen:
+        for layer in batchnorm_layers(backbone):
+            layer.trainable = False
+    return [v.path for v in backbone.trainable_weights]
+
+
+@keras.saving.register_keras_serializable(package="edgecifar")
+class GroupAdam(keras.optimizers.Adam):
+    """Adam whose learning rate is multiplied by ``scale`` for the variables named in ``group`` (by path)."""
+
+    def __init__(self, *args, group: list[str] | tuple[str, ...] = (), scale: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.group = list(group)
+        self.scale = float(scale)
+        self._scaled: frozenset[int] = frozenset()
+
+    def build(self, variables):
+        super().build(variables)
+        names = set(self.group)
+        self._scaled = frozenset(i for i, v in enumerate(variables) if v.path in names)
+
+    def update_step(self, gradient, variable, learning_rate):
+        # ``variable`` may be the backend's own variable (no path): look it up by the optimizer's index
+        if self._get_variable_index(variable) in self._scaled:
+            learning_rate = learning_rate * self.scale
+        return super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "group": self.group, "scale": self.scale}
