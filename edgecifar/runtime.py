@@ -161,9 +161,21 @@ LOADERS = {
 }
 
 
-def load(path: str | Path, threads: int = 1, runtime: str = "auto") -> Model:
-    """Open an exported model file with the runtime its suffix calls for."""
+def locate(path: str | Path) -> Path:
+    """A model argument as a file: the path itself, or a shipped file by the bare name ``edgecifar zoo``
+    lists (``edge_tiny_int8.tflite``) when no such file is here."""
     path = Path(path)
+    if path.exists() or path.name != str(path):
+        return path
+    from edgecifar import zoo
+
+    shipped = zoo.ZOO_DIR / path.name
+    return shipped if shipped.is_file() else path
+
+
+def load(path: str | Path, threads: int = 1, runtime: str = "auto") -> Model:
+    """Open an exported model file (or a zoo file by name) with the runtime its suffix calls for."""
+    path = locate(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
     try:

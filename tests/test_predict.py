@@ -96,7 +96,7 @@ def test_unreadable_images_are_reported_and_the_others_still_classified(photos, 
     assert f"error: {tmp_path / 'none.png'}: no such file" in result.stderr
     assert f"error: {truncated}: not a readable image" in result.stderr
     assert result.stdout.count(f"{photos[0][0]}: ") == 1
-    assert "3 of 4 image(s) could not be read" in result.stderr
+    assert "3 of 4 images could not be read" in result.stderr
 
 
 def test_predict_without_a_model_and_an_empty_zoo_says_to_pass_model(photos, monkeypatch, tmp_path):
