@@ -9,18 +9,20 @@ from pathlib import Path
 
 import click
 
+from edgecifar.bench.devices import DEVICES, click_options
+
 
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--device", default="cpu", show_default=True,
-              help="cpu | ssh://user@host[:port] | android[:SERIAL]")
+@click.option("--device", default="cpu", show_default=True, help=" | ".join(d.usage for d in DEVICES.values()))
 @click.option("--threads", default="1", show_default=True, help="Thread counts, comma-separated: one row each.")
 @click.option("--runs", type=click.IntRange(1), default=200, show_default=True, help="Timed batch-1 runs.")
 @click.option("--warmup", type=click.IntRange(0), default=20, show_default=True, help="Untimed runs first.")
 @click.option("--blocks", type=click.IntRange(1), default=5, show_default=True,
               help="Latency = median of the medians of this many consecutive blocks of runs.")
 @click.option("--batch", type=click.IntRange(1), default=32, show_default=True, help="Batch for throughput.")
-@click.option("--limit", type=click.IntRange(1), default=None, help="Use the first N test images.")
+@click.option("--limit", type=click.IntRange(1), default=None,
+              help="Use the first N test images (default: all; 1,000 on mcu).")
 @click.option("--data", default=None, help="CIFAR-10 archive or folder (default: $EDGECIFAR_DATA, Keras' cache).")
 @click.option("--runtime", type=click.Choice(["auto", "litert", "tflite-runtime"]), default="auto",
               show_default=True, help="TFLite interpreter (ONNX files always use onnxruntime).")
@@ -32,16 +34,11 @@ import click
               help="PNG: accuracy against median latency with the Pareto front.")
 @click.option("--confusion", "confusion_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for one confusion-matrix PNG per file; prints the most confused pairs.")
-@click.option("--ssh-key", type=click.Path(exists=True, dir_okay=False), default=None, help="Private key for ssh://.")
-@click.option("--ssh-known-hosts", default=None, help="known_hosts file for ssh:// (default: ssh's own).")
-@click.option("--remote-python", default="python3", show_default=True,
-              help="Python on the ssh board that has edgecifar (base install) on its path.")
-@click.option("--benchmark-binary", type=click.Path(dir_okay=False), default=None,
-              help="TensorFlow Lite's benchmark_model built for the phone (android devices).")
+@click_options
 @click.option("--timeout", type=click.FloatRange(1), default=900, show_default=True, help="Seconds per row.")
 @click.pass_context
 def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, limit, data, runtime, json_out, csv_out, md_out,
-          plot_out, confusion_dir, ssh_key, ssh_known_hosts, remote_python, benchmark_binary, timeout):
+          plot_out, confusion_dir, timeout, **device_options):
     """Benchmark model files (or folders of them) on a device: top-1 with a 95% interval, batch-1 latency
     (median of block medians, with its spread, p90, p99), throughput, load time, peak memory.
 
@@ -53,15 +50,23 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, limit, data,
     from edgecifar import data as cifar
     from edgecifar.bench import core, report
     from edgecifar.bench.devices import Job, open_device
+    from edgecifar.fileio import write_text
     from edgecifar.runs import git_commit, runs_root
 
     thread_list = core.parse_threads(threads)
     files = core.expand(paths) if paths else core.expand(core.default_paths(runs_root()))
+    dev = open_device(device, **device_options)  # each device takes its own options (devices.DEVICES)
+    thread_list = thread_list if dev.threaded else thread_list[:1]
     dataset = cifar.load(data)
-    n = min(limit or len(dataset.y_test), len(dataset.y_test))
+    n = min(limit or dev.default_images or len(dataset.y_test), len(dataset.y_test))
     images, labels = dataset.x_test[:n], dataset.y_test[:n]
-    dev = open_device(device, ssh_key=ssh_key, remote_python=remote_python, known_hosts=ssh_known_hosts,
-                      benchmark_binary=benchmark_binary)
+    if not paths:  # by default, only what this device runs: the others are named in one line
+        refused = [p for p, problem in files if not problem and dev.refusal(p)]
+        files = [(p, problem) for p, problem in files if p not in refused]
+        if refused:
+            click.echo(f"bench: skipped {len(refused)} file(s) {dev.name} cannot run "
+                       f"({dev.refusal(refused[0]).split(': ', 1)[-1]}): {', '.join(p.name for p in refused)}",
+                       err=True)
 
     console = Console(width=None if sys.stdout.isatty() else 220)
     click.echo(f"bench: {len(files)} file(s) x threads {','.join(map(str, thread_list))} on {dev.name}; "
@@ -76,10 +81,9 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, limit, data,
               timeout=timeout)
     rows = core.run_bench(files, images, labels, dev, thread_list, job, on_row=progress)
 
-    console.print(report.table(rows, title=f"edgecifar bench on {dev.name} ({n} test images)"))
-    console.print(f"lat ms = median of {blocks} block medians of {runs} batch-1 runs; spread = min–max of the "
-                  f"block medians (wide spread = a noisy machine); p90/p99 pooled; * = on the Pareto front.",
-                  highlight=False)
+    console.print(dev.table(rows, title=f"edgecifar bench on {dev.name} ({n} test images)"))
+    for line in dev.legend(runs, blocks):
+        console.print(line, highlight=False)
     notes = {r["note"] for r in rows if r.get("note")}
     for note in sorted(notes):
         console.print(f"note: {note}", highlight=False)
@@ -96,7 +100,7 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, limit, data,
         report.write_csv_report(csv_out, rows)
         click.echo(f"wrote {csv_out}", err=True)
     if md_out:
-        report.write_markdown_report(md_out, rows, meta)
+        write_text(md_out, dev.markdown(rows, meta))
         click.echo(f"wrote {md_out}", err=True)
     if plot_out:
         from edgecifar.bench.plot import pareto_plot

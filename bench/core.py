@@ -132,6 +132,9 @@ def merge(row: dict, result: dict) -> dict:
     )
     if result.get("note"):
         row["note"] = result["note"]
+    for key, value in (result.get("figures") or {}).items():  # a device's own fields (the mcu's arena...)
+        if row.get(key) is None:
+            row[key] = value
     if result.get("predictions") is not None:
         row["predictions"] = result["predictions"]
     if row["status"] == "ok" and row.get("tensorflow_imported"):
@@ -143,13 +146,19 @@ def merge(row: dict, result: dict) -> dict:
 
 def run_bench(files: list[tuple[Path, str | None]], images: np.ndarray, labels: np.ndarray, device,
               threads: list[int], job: Job, on_row: Callable[[dict], None] | None = None) -> list[dict]:
-    """One row per (file, thread count), each measured in its own worker process on ``device``."""
+    """One row per (file, thread count), each measured in its own worker process on ``device``.
+
+    A device that ignores threads (``device.threaded`` false) gets one row per file; a file the device
+    cannot run (``device.refusal``) gets an error row saying why."""
     rows: list[dict] = []
+    threads = threads if getattr(device, "threaded", True) else threads[:1]
+    refusal = getattr(device, "refusal", lambda path: None)
     with tempfile.TemporaryDirectory(prefix="edgecifar-bench-") as tmp:
         npz = Path(tmp) / "test.npz"
         np.savez(npz, x=np.ascontiguousarray(images, dtype=np.uint8), y=np.asarray(labels, dtype=np.int64))
         try:
             for path, problem in files:
+                problem = problem or refusal(path)
                 for t in threads:
                     row = base_row(path, device.name, t)
                     if problem:
@@ -163,6 +172,12 @@ def run_bench(files: list[tuple[Path, str | None]], images: np.ndarray, labels: 
         finally:
             device.close()
     return rows
+
+
+def fields(rows: list[dict]) -> list[str]:
+    """FIELDS, then any device's own fields found in ``rows`` (in first-seen order), for JSON and CSV."""
+    extra = [k for r in rows for k in r if k not in FIELDS and k not in ("note", "predictions")]
+    return [*FIELDS, *dict.fromkeys(extra)]
 
 
 def finite(value) -> bool:

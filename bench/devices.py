@@ -11,6 +11,14 @@ raises for a bad file or an unreachable device: the bench keeps going with the o
 - ``android[:SERIAL]``: the file and TensorFlow Lite's ``benchmark_model`` binary are pushed with adb,
   the binary runs there, and its timing and memory lines are parsed (:func:`parse_benchmark_model`).
   ``benchmark_model`` feeds random inputs, so an Android row has latency and memory, not accuracy.
+- ``mcu``: TensorFlow Lite for Microcontrollers' interpreter in a fresh local process per file
+  (:mod:`edgecifar.bench.mcu`): full-integer ``.tflite`` files only; ops, smallest arena, flash, accuracy
+  under its reference kernels and agreement with LiteRT, and which microcontroller classes it fits.
+
+One table of devices, keyed by scheme (as the model registry is by name): each class is ``@register``-ed
+with what it can run (suffixes, precisions), whether thread counts mean anything to it, how many test
+images it uses by default, and its own command-line options (:class:`Option`); ``edgecifar bench`` builds
+its flags from the table and ``open_device`` hands each device only its own.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, ClassVar
 
 from edgecifar.bench.worker import PREFIX
 from edgecifar.errors import EdgeCifarError
@@ -55,6 +64,148 @@ def error(message: str, **extra) -> dict:
     return {"status": "error", "error": message, **extra}
 
 
+def device_result(runtime: str, *, images: int = 0, correct: int = 0, latency: dict | None = None,
+                  load_ms: float = float("nan"), peak_rss_mb: float = float("nan"), status: str = "ok",
+                  error: str | None = None, note: str | None = None, predictions: list[int] | None = None,
+                  figures: dict | None = None) -> dict:
+    """A result in the worker's shape for a device that does not run the worker (android, mcu).
+
+    What the device did not measure is NaN (so reports show "–"); accuracy and its interval come from
+    ``correct``/``images``; ``figures`` are the device's own row fields (e.g. the mcu's arena).
+    """
+    from edgecifar.metrics import wilson_interval
+
+    nan = float("nan")
+    low, high = wilson_interval(correct, images) if images else (nan, nan)
+    lat = {"runs": 0, "blocks": 0, "median_ms": nan, "p90_ms": nan, "p99_ms": nan, "mean_ms": nan, "min_ms": nan,
+           "spread_lo_ms": nan, "spread_hi_ms": nan, "iqr_ms": nan, **(latency or {})}
+    out = {"status": status, "runtime": runtime, "images": images, "correct": correct,
+           "accuracy": correct / images if images else nan, "ci_low": low, "ci_high": high, "latency": lat,
+           "throughput_ips": nan, "load_ms": load_ms, "peak_rss_mb": peak_rss_mb}
+    if error is not None:
+        out["error"] = error
+    if note:
+        out["note"] = note
+    if predictions is not None:
+        out["predictions"] = predictions
+    if figures:
+        out["figures"] = figures
+    return out
+
+
+# --------------------------------------------------------------------------- the table of devices
+
+@dataclass(frozen=True)
+class Option:
+    """A bench flag that belongs to one kind of device: ``--ssh-key`` becomes SSHDevice(key=...)."""
+
+    flag: str             # "--ssh-key"; the click parameter is its name with underscores
+    field: str            # the device's constructor keyword
+    help: str
+    existing_file: bool = False
+
+    @property
+    def param(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+class Device:
+    """What every device declares; subclasses are registered with :func:`register`."""
+
+    scheme: ClassVar[str]                          # "cpu", "ssh://", "android", "mcu"
+    usage: ClassVar[str]                           # how it is written on the command line
+    suffixes: ClassVar[tuple[str, ...]] = (".tflite", ".onnx")
+    precisions: ClassVar[tuple[str, ...] | None] = None   # None: any precision
+    threaded: ClassVar[bool] = True                # False: one row per file, --threads ignored
+    default_images: ClassVar[int | None] = None    # test images when --limit is not given (None: all)
+    options: ClassVar[tuple[Option, ...]] = ()
+
+    @classmethod
+    def matches(cls, spec: str) -> bool:
+        if cls.scheme.endswith("://"):
+            return spec.startswith(cls.scheme)
+        return spec == cls.scheme or spec.startswith(cls.scheme + ":")
+
+    @classmethod
+    def open(cls, spec: str, **options) -> "Device":
+        return cls(**options)
+
+    def refusal(self, path: Path) -> str | None:
+        """Why this device cannot run ``path`` (one line), or None."""
+        if path.suffix.lower() not in self.suffixes:
+            return f"{path}: {self.scheme} devices run {' and '.join(self.suffixes)} files only"
+        return None
+
+    def run(self, job: "Job") -> dict:  # pragma: no cover - every device overrides it
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    # How its rows are shown: the generic bench table unless the device has figures of its own.
+    def table(self, rows: list[dict], title: str):
+        from edgecifar.bench import report
+
+        return report.table(rows, title=title)
+
+    def markdown(self, rows: list[dict], meta: dict) -> str:
+        from edgecifar.bench import report
+
+        return report.markdown(rows, meta)
+
+    def legend(self, runs: int, blocks: int) -> list[str]:
+        return [f"lat ms = median of {blocks} block medians of {runs} batch-1 runs; spread = min–max of the "
+                "block medians (wide spread = a noisy machine); p90/p99 pooled; * = on the Pareto front."]
+
+
+DEVICES: dict[str, type[Device]] = {}
+
+
+def register(cls: type[Device]) -> type[Device]:
+    """Add a device class to the table; a scheme or a flag registered twice is refused."""
+    if cls.scheme in DEVICES:
+        raise ValueError(f"device scheme {cls.scheme!r} registered twice")
+    taken = {o.flag for d in DEVICES.values() for o in d.options}
+    clash = taken & {o.flag for o in cls.options}
+    if clash:
+        raise ValueError(f"device option(s) {sorted(clash)} registered twice")
+    DEVICES[cls.scheme] = cls
+    return cls
+
+
+def open_device(spec: str, **options) -> Device:
+    """``cpu`` | ``ssh://user@host[:port]`` | ``android[:SERIAL]`` | ``mcu`` -> a device.
+
+    ``options`` are bench parameters by name (``ssh_key=...``); None means not given. A given option that
+    belongs to another kind of device is an error naming its flag.
+    """
+    spec = "cpu" if spec == "local" else spec
+    cls = next((d for d in DEVICES.values() if d.matches(spec)), None)
+    if cls is None:
+        raise EdgeCifarError(f"unknown device {spec!r}: use {', '.join(d.usage for d in DEVICES.values())}")
+    mine = {o.param: o for o in cls.options}
+    every = {o.param: (d, o) for d in DEVICES.values() for o in d.options}
+    for name, value in options.items():
+        if value is None or name in mine:
+            continue
+        if name in every:
+            raise EdgeCifarError(f"{every[name][1].flag} is for {every[name][0].usage} devices, not {spec}")
+        raise EdgeCifarError(f"unknown device option {name!r}")
+    kwargs = {mine[n].field: v for n, v in options.items() if n in mine and v is not None}
+    return cls.open(spec, **kwargs)
+
+
+def click_options(fn: Callable) -> Callable:
+    """One click flag per device option in the table (the bench command's device flags)."""
+    import click
+
+    for cls in reversed(list(DEVICES.values())):
+        for o in reversed(cls.options):
+            kind = click.Path(exists=True, dir_okay=False) if o.existing_file else str
+            fn = click.option(o.flag, o.param, type=kind, default=None, help=f"{o.help} ({cls.usage})")(fn)
+    return fn
+
+
 def parse_worker_output(stdout: str, stderr: str, returncode: int | None) -> dict:
     """The worker's JSON line, or an error naming what went wrong (a crash, a missing package...)."""
     for line in reversed(stdout.splitlines()):
@@ -76,27 +227,90 @@ def parse_worker_output(stdout: str, stderr: str, returncode: int | None) -> dic
 
 # --------------------------------------------------------------------------- this machine
 
-class LocalDevice:
+@register
+class LocalDevice(Device):
     """Run the worker in a fresh local process per job."""
 
-    name = "cpu"
+    scheme = usage = name = "cpu"
+    module = "edgecifar.bench.worker"
 
     def __init__(self, python: str | None = None):
         self.python = python or sys.executable
 
-    def run(self, job: Job) -> dict:
-        cmd = [self.python, "-m", "edgecifar.bench.worker", *job.worker_args(str(job.file), str(job.images))]
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=job.timeout, env=env)
-        except subprocess.TimeoutExpired:
-            return error(f"worker timed out after {job.timeout:.0f} s")
-        except OSError as exc:
-            return error(f"cannot start {self.python}: {exc.strerror or exc}")
-        return parse_worker_output(proc.stdout, proc.stderr, proc.returncode)
+    def arguments(self, job: Job) -> list[str]:
+        return job.worker_args(str(job.file), str(job.images))
 
-    def close(self) -> None:
-        pass
+    def run(self, job: Job) -> dict:
+        return run_module(self.python, self.module, self.arguments(job), job.timeout)
+
+
+def run_module(python: str, module: str, args: list[str], timeout: float) -> dict:
+    """``python -m module args`` in a fresh local process: its result line, or an error row."""
+    cmd = [python, "-m", module, *args]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return error(f"worker timed out after {timeout:.0f} s")
+    except OSError as exc:
+        return error(f"cannot start {python}: {exc.strerror or exc}")
+    return parse_worker_output(proc.stdout, proc.stderr, proc.returncode)
+
+
+# --------------------------------------------------------------------------- a microcontroller
+
+@register
+class MCUDevice(Device):
+    """TensorFlow Lite for Microcontrollers' interpreter on this CPU, one fresh process per file."""
+
+    scheme = usage = name = "mcu"
+    module = "edgecifar.bench.mcu"
+    suffixes = (".tflite",)
+    precisions = ("int8",)
+    threaded = False          # TFLite Micro runs one thread
+    default_images = 1000     # reference kernels: ~9 ms per image for ResNet-8 on this CPU
+
+    def __init__(self, python: str | None = None):
+        from edgecifar import micro
+
+        if not micro.installed():
+            raise EdgeCifarError(f"--device mcu needs TFLite Micro ({micro.INSTALL})")
+        self.python = python or sys.executable
+
+    def refusal(self, path: Path) -> str | None:
+        """Full-integer .tflite only, read from the file itself (any TFLite file, no manifest needed)."""
+        from edgecifar import tflite_graph
+
+        problem = super().refusal(path)
+        if problem or not path.is_file():
+            return problem
+        try:
+            full_integer = tflite_graph.read(path).full_integer
+        except EdgeCifarError:
+            return None  # the run says what is wrong with the file, in its row
+        return None if full_integer else f"{path}: not a full-integer file (a microcontroller runs int8 files)"
+
+    def run(self, job: Job) -> dict:
+        return run_module(self.python, self.module, [str(job.file), "--images", str(job.images)], job.timeout)
+
+    def check(self, path: Path, timeout: float = 300.0) -> dict:
+        """Ops, smallest arena and fit of one file, without images (the export's check), in its own process."""
+        return run_module(self.python, self.module, [str(path)], timeout)
+
+    def table(self, rows: list[dict], title: str):
+        from edgecifar.bench import mcu
+
+        return mcu.table(rows, title)
+
+    def markdown(self, rows: list[dict], meta: dict) -> str:
+        from edgecifar.bench import mcu
+
+        return mcu.markdown(rows, meta)
+
+    def legend(self, runs: int, blocks: int) -> list[str]:
+        from edgecifar.bench import mcu
+
+        return mcu.legend()
 
 
 # --------------------------------------------------------------------------- a Linux board over ssh
@@ -104,9 +318,19 @@ class LocalDevice:
 _SSH_RE = re.compile(r"^ssh://(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]]+\]|[^:/@]+)(?::(?P<port>\d+))?/?$")
 
 
+@register
 @dataclass
-class SSHDevice:
+class SSHDevice(Device):
     """A Linux board reached with the system's ``ssh``/``scp`` (key auth, never a password prompt)."""
+
+    scheme: ClassVar[str] = "ssh://"
+    usage: ClassVar[str] = "ssh://user@host[:port]"
+    options: ClassVar[tuple[Option, ...]] = (
+        Option("--ssh-key", "key", "Private key for the board.", existing_file=True),
+        Option("--ssh-known-hosts", "known_hosts", "known_hosts file for the board (default: ssh's own)."),
+        Option("--remote-python", "remote_python",
+               "Python on the board that has edgecifar (base install) on its path (default: python3)."),
+    )
 
     host: str
     user: str | None = None
@@ -125,6 +349,10 @@ class SSHDevice:
         if not m:
             raise EdgeCifarError(f"{url}: not an ssh device (expected ssh://user@host[:port])")
         return cls(host=m["host"].strip("[]"), user=m["user"], port=int(m["port"] or 22), **kwargs)
+
+    @classmethod
+    def open(cls, spec: str, **options) -> "SSHDevice":
+        return cls.parse(spec, **options)
 
     @property
     def name(self) -> str:
@@ -294,23 +522,28 @@ def benchmark_model_row(parsed: dict) -> dict:
     note = "latency: benchmark_model on random inputs (median if printed, else mean); accuracy not measured"
     if memory is None and "mem_overall_mb" in parsed:
         note += f"; memory = growth since start ({parsed['mem_overall_mb']:.1f} MB), not peak RSS"
-    return {
-        "status": "ok", "runtime": "benchmark_model", "images": 0, "correct": 0,
-        "accuracy": nan, "ci_low": nan, "ci_high": nan,
-        "latency": {"runs": parsed.get("runs", 0), "blocks": 1, "median_ms": median,
-                    "p90_ms": nan, "p99_ms": nan,  # benchmark_model prints p95 at most (kept below)
-                    "mean_ms": parsed["avg_ms"], "min_ms": parsed.get("min_ms", nan),
-                    "spread_lo_ms": parsed.get("min_ms", nan), "spread_hi_ms": parsed.get("max_ms", nan),
-                    "iqr_ms": nan},
-        "throughput_ips": nan, "load_ms": parsed.get("init_ms", nan),
-        "peak_rss_mb": memory if memory is not None else nan,
-        "note": note, "benchmark_model": parsed,
-    }
+    row = device_result(
+        "benchmark_model",  # p90/p99 stay NaN: benchmark_model prints p95 at most (kept below)
+        latency={"runs": parsed.get("runs", 0), "blocks": 1, "median_ms": median, "mean_ms": parsed["avg_ms"],
+                 "min_ms": parsed.get("min_ms", nan), "spread_lo_ms": parsed.get("min_ms", nan),
+                 "spread_hi_ms": parsed.get("max_ms", nan)},
+        load_ms=parsed.get("init_ms", nan), peak_rss_mb=memory if memory is not None else nan, note=note)
+    row["benchmark_model"] = parsed
+    return row
 
 
+@register
 @dataclass
-class AndroidDevice:
+class AndroidDevice(Device):
     """A phone reached with ``adb``; runs TensorFlow Lite's ``benchmark_model`` there."""
+
+    scheme: ClassVar[str] = "android"
+    usage: ClassVar[str] = "android[:SERIAL]"
+    suffixes: ClassVar[tuple[str, ...]] = (".tflite",)
+    options: ClassVar[tuple[Option, ...]] = (
+        Option("--benchmark-binary", "benchmark_binary",
+               "TensorFlow Lite's benchmark_model built for the phone.", existing_file=False),
+    )
 
     serial: str | None = None
     benchmark_binary: str | None = None
@@ -323,6 +556,10 @@ class AndroidDevice:
     def parse(cls, spec: str, **kwargs) -> "AndroidDevice":
         _, _, serial = spec.partition(":")
         return cls(serial=serial or None, **kwargs)
+
+    @classmethod
+    def open(cls, spec: str, **options) -> "AndroidDevice":
+        return cls.parse(spec, **options)
 
     @property
     def name(self) -> str:
@@ -385,14 +622,3 @@ class AndroidDevice:
             except (subprocess.SubprocessError, OSError):
                 pass
 
-
-def open_device(spec: str, ssh_key: str | None = None, remote_python: str = "python3",
-                known_hosts: str | None = None, benchmark_binary: str | None = None):
-    """``cpu`` | ``ssh://user@host[:port]`` | ``android[:SERIAL]`` -> a device."""
-    if spec in ("cpu", "local"):
-        return LocalDevice()
-    if spec.startswith("ssh://"):
-        return SSHDevice.parse(spec, key=ssh_key, remote_python=remote_python, known_hosts=known_hosts)
-    if spec == "android" or spec.startswith("android:"):
-        return AndroidDevice.parse(spec, benchmark_binary=benchmark_binary)
-    raise EdgeCifarError(f"unknown device {spec!r}: use cpu, ssh://user@host[:port] or android[:SERIAL]")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from collections import Counter
 from pathlib import Path
 
-from edgecifar.bench.core import FIELDS, finite
+from edgecifar.bench.core import fields, finite
 from edgecifar.bench.pareto import pareto_front
 from edgecifar.fileio import write_json, write_text
 
@@ -78,7 +79,7 @@ def plain_rows(rows: list[dict]) -> list[dict]:
     """Rows with the report's fields only (no per-image predictions), for JSON/CSV."""
     out = []
     for r in rows:
-        d = {k: r.get(k) for k in FIELDS}
+        d = {k: r.get(k) for k in fields(rows)}
         if r.get("note"):
             d["note"] = r["note"]
         out.append(d)
@@ -105,11 +106,11 @@ def write_json_report(path: str | Path, rows: list[dict], meta: dict) -> Path:
 
 def write_csv_report(path: str | Path, rows: list[dict]) -> Path:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=[*FIELDS, "note"], extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=[*fields(rows), "note"], extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for r in plain_rows(rows):
-        writer.writerow({k: ("" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v)
-                         for k, v in r.items()})
+        writer.writerow({k: ("" if v is None or (isinstance(v, float) and not math.isfinite(v))
+                             else json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()})
     return write_text(path, buf.getvalue())
 
 

@@ -1,0 +1,164 @@
+"""``edgecifar bench --device mcu``: one file in TensorFlow Lite for Microcontrollers, in this process.
+
+    python -m edgecifar.bench.mcu FILE [--images TEST.npz]
+
+Prints one JSON line (the worker's prefix and shape, built by ``devices.device_result``): whether every op
+has a TFLite Micro kernel (the missing ones named), the smallest arena that allocates and the interpreter's
+own arena total, flash (the file's size), MACs counted from the flatbuffer, which microcontroller classes
+it fits (:data:`edgecifar.micro.CHIPS`) and, with ``--images``, top-1 under TFLite Micro's reference kernels
+and its agreement with LiteRT on the same images. No latency: this CPU is not the chip. Without
+``--images`` it checks only (what ``edgecifar export --int8`` reports). Never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgecifar import micro
+from edgecifar.bench.devices import device_result
+from edgecifar.bench.worker import PREFIX
+from edgecifar.errors import one_line
+
+NOTE = ("mcu: TFLite Micro's reference kernels on this CPU (accuracy, arena, flash); "
+        "no latency is claimed for a chip")
+
+
+def figures(c: micro.MicroCheck) -> dict:
+    """The mcu's own row fields."""
+    return {"arena_bytes": c.arena, "arena_recorded_bytes": c.arena_recorded, "flash_bytes": c.flash,
+            "macs": c.macs, "ops": c.ops, "unsupported_ops": c.unsupported, "micro": c.summary(),
+            "fits": c.fits}
+
+
+def measure(path: Path, images: np.ndarray | None = None, labels: np.ndarray | None = None) -> dict:
+    """The check, then (with images) accuracy under TFLite Micro and top-1 agreement with LiteRT."""
+    from edgecifar import metrics, runtime
+
+    c = micro.check(path)
+    figs = figures(c)
+    if not c.runs:
+        return device_result(micro.RUNTIME, status="error", error=f"{path}: {c.summary()}", figures=figs)
+    if images is None:
+        return device_result(micro.RUNTIME, figures=figs, note=NOTE)
+    t0 = time.perf_counter()
+    model = micro.MicroModel(path, c.arena)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    t0 = time.perf_counter()
+    scores = model.predict(images)
+    figs["host_ms_per_image"] = (time.perf_counter() - t0) * 1e3 / max(len(images), 1)
+    reference = runtime.load(path).predict(images)
+    figs["agreement"] = metrics.agreement(scores, reference) if len(images) else float("nan")
+    predicted = np.argmax(scores, axis=1)
+    return device_result(micro.RUNTIME, images=len(labels), correct=int(np.sum(predicted == labels)),
+                         load_ms=load_ms, predictions=predicted.astype(int).tolist(), figures=figs, note=NOTE)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edgecifar.bench.mcu", description=__doc__.split("\n")[0])
+    parser.add_argument("file")
+    parser.add_argument("--images", help=".npz with x (uint8 NHWC) and y; without it, check only")
+    args = parser.parse_args(argv)
+    code = 0
+    try:
+        if args.images:
+            with np.load(args.images) as npz:
+                images, labels = npz["x"], npz["y"]
+        else:
+            images = labels = None
+        result = measure(Path(args.file), images, labels)
+    except Exception as exc:  # one line for the report, never a traceback
+        result = {"status": "error", "error": one_line(exc, limit=None)}
+    if result.get("status") != "ok":
+        code = 1
+    result["tensorflow_imported"] = "tensorflow" in sys.modules
+    sys.stdout.write(PREFIX + json.dumps(result, allow_nan=True) + "\n")
+    sys.stdout.flush()
+    return code
+
+
+# --------------------------------------------------------------------------- how mcu rows are shown
+
+def _kib(value) -> str:
+    return f"{value / 1024:,.1f} KiB" if isinstance(value, (int, float)) and value == value else "–"
+
+
+def _macs(value) -> str:
+    return f"{value / 1e6:.2f}M" if isinstance(value, (int, float)) and value == value else "–"
+
+
+def _cells(r: dict) -> dict[str, str]:
+    ok = r.get("status") == "ok"
+    acc = r.get("accuracy")
+    has_acc = ok and isinstance(acc, float) and acc == acc
+    agree = r.get("agreement")
+    fits = r.get("fits") or []
+    return {
+        "file": Path(r["file"]).name,
+        "flash": _kib(r.get("flash_bytes", r.get("bytes"))),
+        "MACs": _macs(r.get("macs")),
+        "arena": _kib(r.get("arena_bytes")) if r.get("arena_bytes") else "–",
+        "top-1": f"{100 * acc:.1f}%" if has_acc else "–",
+        "95% CI (n)": (f"[{100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f}] ({r['images']})" if has_acc else "–"),
+        "agree LiteRT": f"{100 * agree:.1f}%" if isinstance(agree, float) and agree == agree else "–",
+        "fits": _fits(fits) if r.get("arena_bytes") else "–",
+        "status": "ok" if ok else (r.get("error") or "error").replace(f"{r['file']}: ", ""),
+    }
+
+
+def _fits(names: list[str]) -> str:
+    """"6 of 6", "4 of 6 (not STM32L432KC, nRF52840)", "none": the exceptions are the shorter list."""
+    if not names:
+        return "none"
+    others = [c.name for c in micro.CHIPS if c.name not in names]
+    return f"{len(names)} of {len(micro.CHIPS)}" + (f" (not {', '.join(others)})" if others else "")
+
+
+COLUMNS = ("file", "flash", "MACs", "arena", "top-1", "95% CI (n)", "agree LiteRT", "fits", "status")
+
+
+def table(rows: list[dict], title: str):
+    """A rich Table of mcu rows: the headline figures (file, flash, arena, top-1) first."""
+    from rich.table import Table
+
+    t = Table(title=title)
+    for name in COLUMNS:
+        t.add_column(name, justify="left" if name in ("file", "fits", "status") else "right", overflow="fold",
+                     no_wrap=name in ("file", "flash", "arena", "top-1"))
+    for r in rows:
+        cells = _cells(r)
+        t.add_row(*(cells[c] for c in COLUMNS))
+    return t
+
+
+def legend() -> list[str]:
+    lines = ["arena = the smallest tensor arena that allocates in TFLite Micro (bisected to the byte); flash = "
+             "the file's size. TFLite Micro's own code, the stack and the application are not counted. "
+             "agree LiteRT = top-1 agreement with LiteRT on the same images. fits = SRAM >= arena and "
+             "flash >= file on:"]
+    lines += [f"  {c.name} ({c.core}): {c.sram // 1024} KiB SRAM, {c.flash // 1024:,} KiB flash [{c.source}]"
+              for c in micro.CHIPS]
+    lines.append("No latency: TFLite Micro's reference kernels on this CPU say nothing about a chip's speed.")
+    return lines
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    """A GitHub table of mcu rows, headed by what was measured, with the chip table under it."""
+    from importlib import metadata
+
+    head = (f"{meta.get('images')} test images from {Path(str(meta.get('data'))).name}; device mcu (tflite-micro "
+            f"{metadata.version('tflite-micro')}, reference kernels, on this CPU); commit {meta.get('commit')}.")
+    lines = [head, "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        cells = _cells(r)
+        lines.append("| " + " | ".join(cells[c].replace("|", "/") for c in COLUMNS) + " |")
+    return "\n".join([*lines, "", *legend()]) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

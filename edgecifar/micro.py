@@ -1,0 +1,297 @@
+"""TensorFlow Lite for Microcontrollers: does a ``.tflite`` file run on a microcontroller, and in how much RAM?
+
+Uses TFLite Micro's own Python interpreter (PyPI ``tflite-micro``, the extra ``edgecifar[mcu]``): the same
+reference kernels and arena allocator that firmware links, run on this CPU. For any TFLite file:
+
+- which ops TFLite Micro lacks, every one named: the interpreter stops at the first missing op, so each
+  distinct op is asked for on its own (:func:`edgecifar.tflite_graph.single_operator_model`);
+- the smallest tensor arena that allocates, bisected to the byte on the interpreter itself, beside the
+  interpreter's own "Arena allocation total" (``print_allocations``);
+- flash = the file's size (the weights stay in flash; the arena holds activations and bookkeeping);
+- which microcontroller classes have that much SRAM and flash (:data:`CHIPS`, figures from datasheets).
+
+Neither the TFLite Micro library code, the stack nor the application is counted: a chip that "fits" has
+that headroom left, no more. No latency is claimed: this CPU is not the chip.
+
+TFLite Micro reports errors only as C++ prints on stdout, so each call runs with file descriptors 1 and 2
+captured (:func:`captured`); below ~500 bytes of arena the interpreter crashes (its own allocator lives in
+the arena), so bisection never goes under :data:`ARENA_FLOOR`. Callers run this in a process of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import importlib.util
+import os
+import re
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from edgecifar import tflite_graph
+from edgecifar.errors import MissingDependency, ModelError
+
+MODULE = "tflite_micro.python.tflite_micro.runtime"
+RUNTIME = "tflite-micro"
+INSTALL = "pip install 'edgecifar[mcu]'"
+
+#: What a microcontroller runs: full-integer TFLite files (see tflite_graph.Graph.full_integer).
+SUFFIX, PRECISION = ".tflite", "int8"
+
+KiB, MiB = 1024, 1024 * 1024
+ARENA_FLOOR = 1 * KiB        # measured here: arenas of 450 B and less crash TFLite Micro (SIGSEGV)
+ARENA_START = 1 * MiB        # first try; doubled while the arena is what is short
+ARENA_CAP = 64 * MiB         # larger than any microcontroller's RAM: report "more than" beyond it
+
+_MISSING_RE = re.compile(r"Didn't find op for (?:builtin|custom) opcode '([^']+)'")
+_ARENA_RE = re.compile(r"missing: \d+|Failed to (?:allocate|resize)|[Aa]rena size is too small")
+_TOTAL_RE = re.compile(r"Arena allocation total (\d+) bytes")
+
+
+@dataclass(frozen=True)
+class Chip:
+    """A microcontroller class: on-chip SRAM and the flash a typical board gives it, with their source."""
+
+    name: str
+    core: str
+    sram: int
+    flash: int
+    source: str
+
+
+#: Common microcontroller classes, smallest first. SRAM is the datasheet's total (not always contiguous, and
+#: shared with the stack and the application; on the ESP32-S3 with Wi-Fi too).
+CHIPS: tuple[Chip, ...] = (
+    Chip("STM32L432KC", "Cortex-M4F, 80 MHz", 64 * KiB, 256 * KiB,
+         "ST DS11451, STM32L432KB/KC datasheet: 64 KB SRAM, 256 KB flash"),
+    Chip("nRF52840", "Cortex-M4F, 64 MHz", 256 * KiB, 1 * MiB,
+         "Nordic nRF52840 Product Specification v1.7: 256 KB RAM, 1 MB flash"),
+    Chip("STM32F412ZG", "Cortex-M4F, 100 MHz", 256 * KiB, 1 * MiB,
+         "ST DS11139, STM32F412xE/xG datasheet: 256 KB SRAM, 1 MB flash"),
+    Chip("RP2040 (Pico)", "Cortex-M0+, 133 MHz", 264 * KiB, 2 * MiB,
+         "Raspberry Pi RP2040 datasheet: 264 KB SRAM; Raspberry Pi Pico datasheet: 2 MB QSPI flash"),
+    Chip("STM32F767ZI", "Cortex-M7, 216 MHz", 512 * KiB, 2 * MiB,
+         "ST DS11532, STM32F765xx/767xx datasheet: 512 KB SRAM, 2 MB flash"),
+    Chip("ESP32-S3 (N8)", "Xtensa LX7, 240 MHz", 512 * KiB, 8 * MiB,
+         "Espressif ESP32-S3 Series Datasheet: 512 KB SRAM; ESP32-S3-WROOM-1 datasheet: N8 = 8 MB flash"),
+)
+
+
+def fits(arena: int | None, flash: int | None, chips: tuple[Chip, ...] = CHIPS) -> list[str]:
+    """Names of the chips with at least ``arena`` bytes of SRAM and ``flash`` bytes of flash."""
+    if arena is None or flash is None:
+        return []
+    return [c.name for c in chips if arena <= c.sram and flash <= c.flash]
+
+
+def installed() -> bool:
+    return importlib.util.find_spec("tflite_micro") is not None
+
+
+def _runtime():
+    try:
+        return importlib.import_module(MODULE)
+    except ImportError:
+        raise MissingDependency(f"TFLite Micro is not installed ({INSTALL})") from None
+
+
+# --------------------------------------------------------------------------- C++ prints, captured
+
+@contextlib.contextmanager
+def captured() -> Iterator[list[str]]:
+    """Collect everything written to file descriptors 1 and 2 inside the block (C++ prints included).
+
+    Yields a list that holds the text once the block has ended. C's stdio buffers are flushed before the
+    descriptors are given back, so nothing printed inside leaks out later.
+    """
+    libc = ctypes.CDLL(None)
+    out: list[str] = []
+    sys.stdout.flush()
+    sys.stderr.flush()
+    libc.fflush(None)
+    saved = (os.dup(1), os.dup(2))
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield out
+            finally:
+                libc.fflush(None)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                sink.seek(0)
+                out.append(sink.read().decode("utf-8", "replace"))
+    finally:
+        for fd in saved:
+            os.close(fd)
+
+
+def _quietly(call: Callable[[], object]) -> tuple[object | None, str]:
+    """(result, printed text); result is None when the call raised TFLite Micro's RuntimeError."""
+    with captured() as text:
+        try:
+            result = call()
+        except RuntimeError:
+            result = None
+    return result, text[0]
+
+
+def _interpreter(data: bytes, arena: int):
+    module = _runtime()
+    return _quietly(lambda: module.Interpreter.from_bytes(data, arena_size=int(arena)))
+
+
+def _first_line(text: str, default: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0] if lines else default
+
+
+# --------------------------------------------------------------------------- the check
+
+@dataclass
+class MicroCheck:
+    """What TFLite Micro makes of one file. ``arena`` is the smallest that allocates (bytes)."""
+
+    file: str
+    flash: int
+    ops: dict[str, int]
+    macs: int
+    full_integer: bool
+    unsupported: list[str] = field(default_factory=list)
+    arena: int | None = None
+    arena_recorded: int | None = None
+    error: str | None = None
+
+    @property
+    def runs(self) -> bool:
+        return self.arena is not None and not self.unsupported and self.error is None
+
+    @property
+    def fits(self) -> list[str]:
+        return fits(self.arena, self.flash) if self.runs else []
+
+    def summary(self) -> str:
+        """One line: the arena it runs in, or what stops it."""
+        if self.unsupported:
+            return f"TFLite Micro lacks {', '.join(f'{op} (x{self.ops.get(op, 0)})' for op in self.unsupported)}"
+        if self.error:
+            return self.error
+        return f"runs in TFLite Micro, arena {self.arena:,} B"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "runs": self.runs, "fits": self.fits, "summary": self.summary()}
+
+
+def check(path: str | Path) -> MicroCheck:
+    """Ops, smallest arena and flash of ``path`` under TFLite Micro (MissingDependency when not installed)."""
+    path = Path(path)
+    graph = tflite_graph.read(path)
+    data = path.read_bytes()
+    result = MicroCheck(str(path), len(data), dict(graph.ops), graph.macs, graph.full_integer)
+    if not graph.full_integer:
+        result.error = "not a full-integer file: a microcontroller runs int8 ops (export with --int8)"
+        return result
+    arena = ARENA_START
+    while True:
+        interpreter, text = _interpreter(data, arena)
+        if interpreter is not None:
+            break
+        if _MISSING_RE.search(text):
+            result.unsupported = missing_ops(data, graph)
+            return result
+        if not _ARENA_RE.search(text):
+            result.error = f"TFLite Micro: {_first_line(text, 'failed to allocate tensors')}"
+            return result
+        if arena >= ARENA_CAP:
+            result.error = f"TFLite Micro needs an arena of more than {ARENA_CAP // MiB} MiB"
+            return result
+        arena *= 2
+    result.arena = smallest_arena(data, arena)
+    interpreter, _ = _interpreter(data, result.arena)
+    result.arena_recorded = recorded_total(interpreter)
+    return result
+
+
+def smallest_arena(data: bytes, works: int) -> int:
+    """The smallest arena size (bytes) that allocates, given one that does; never below ARENA_FLOOR."""
+    if _interpreter(data, ARENA_FLOOR)[0] is not None:
+        return ARENA_FLOOR
+    low, high = ARENA_FLOOR, works  # low fails, high allocates
+    while high - low > 1:
+        mid = (low + high) // 2
+        if _interpreter(data, mid)[0] is not None:
+            high = mid
+        else:
+            low = mid
+    return high
+
+
+def recorded_total(interpreter) -> int | None:
+    """The interpreter's own "Arena allocation total N bytes" (print_allocations, from C++)."""
+    if interpreter is None:
+        return None
+    _, text = _quietly(interpreter.print_allocations)
+    m = _TOTAL_RE.search(text)
+    return int(m.group(1)) if m else None
+
+
+def missing_ops(data: bytes, graph: tflite_graph.Graph) -> list[str]:
+    """Every op of the file that TFLite Micro has no kernel for, in order of first use."""
+    first: dict[str, tflite_graph.Operator] = {}
+    for op in graph.operators:
+        first.setdefault(op.name, op)
+    missing = []
+    for name, op in first.items():
+        probe = tflite_graph.single_operator_model(data, op)
+        _, text = _interpreter(probe, ARENA_START + 4 * len(probe))
+        if _MISSING_RE.search(text):
+            missing.append(name)
+    return missing
+
+
+# --------------------------------------------------------------------------- running it
+
+class MicroModel:
+    """A file in TFLite Micro's interpreter: pixels [N, 32, 32, 3] in, probabilities [N, 10] out, one
+    image per invoke (the interpreter's batch is the file's, 1)."""
+
+    runtime = RUNTIME
+
+    def __init__(self, path: str | Path, arena: int):
+        from edgecifar.runtime import Quant, _check_input_shape
+
+        self.path = Path(path)
+        self.interpreter, text = _interpreter(self.path.read_bytes(), arena)
+        if self.interpreter is None:
+            raise ModelError(f"{self.path}: TFLite Micro: {_first_line(text, 'failed to allocate tensors')}")
+        inp, out = self.interpreter.get_input_details(0), self.interpreter.get_output_details(0)
+        _check_input_shape(self.path, inp["shape"])
+        self.input_quant, self.output_quant = _quant(inp), _quant(out)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        outs = []
+        for image in np.asarray(images):
+            self.interpreter.set_input(self.input_quant.quantize(image[None].astype(np.float32)), 0)
+            self.interpreter.invoke()
+            outs.append(self.output_quant.dequantize(np.asarray(self.interpreter.get_output(0))).reshape(1, -1))
+        return np.concatenate(outs) if outs else np.zeros((0, 10), np.float32)
+
+
+def _quant(detail: dict):
+    from edgecifar.runtime import Quant
+
+    q = detail.get("quantization_parameters") or {}
+    scales, zero_points = list(q.get("scales", [])), list(q.get("zero_points", []))
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind == "f" or not scales:
+        return Quant(0.0, 0, dtype)
+    return Quant(float(scales[0]), int(zero_points[0]), dtype)

@@ -1,0 +1,159 @@
+"""What a ``.tflite`` file holds, read from its flatbuffer: the ops in it, its tensor types, its MACs.
+
+Works on any TFLite file, including ones this project did not make (no manifest needed). Reads the
+flatbuffer with the schema that LiteRT ships (``ai_edge_litert.schema_py_generated``, part of the base
+install); never runs the model and never imports TensorFlow.
+
+- ``ops``: builtin op names (``CONV_2D``, ``GELU``...) per operator, custom ops as ``CUSTOM:name``.
+- ``full_integer``: every op except QUANTIZE/DEQUANTIZE takes integer tensors (what a microcontroller
+  runs); fp16 and dynamic-range files compute in float and are not.
+- ``macs``: multiply-accumulates of one invocation, summed over CONV_2D, DEPTHWISE_CONV_2D and
+  FULLY_CONNECTED from their filter and output shapes (the rest is negligible), the same count as
+  :func:`edgecifar.models.stats.count_macs` on the Keras model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgecifar.errors import ModelError
+
+#: Ops that convert between float and integer at the edges of a full-integer graph.
+_EDGE_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
+_MAC_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"})
+
+
+@dataclass(frozen=True)
+class Operator:
+    """One operator: its op name and its input/output tensor indices (-1 = an omitted optional input)."""
+
+    name: str
+    code: int | None        # builtin code, None for a custom op
+    subgraph: int
+    index: int
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Graph:
+    """The parts of a ``.tflite`` file the microcontroller check needs."""
+
+    operators: tuple[Operator, ...]
+    tensor_types: tuple[tuple[str, ...], ...]          # per subgraph: TensorType name of each tensor
+    tensor_shapes: tuple[tuple[tuple[int, ...], ...], ...]
+
+    @property
+    def ops(self) -> Counter:
+        """Op name -> how many operators use it, in order of first use."""
+        return Counter(op.name for op in self.operators)
+
+    @property
+    def full_integer(self) -> bool:
+        for op in self.operators:
+            if op.name in _EDGE_OPS:
+                continue
+            types = self.tensor_types[op.subgraph]
+            if any(types[i] in ("FLOAT32", "FLOAT16", "FLOAT64") for i in op.inputs if i >= 0):
+                return False
+        return bool(self.operators)
+
+    @property
+    def macs(self) -> int:
+        total = 0
+        for op in self.operators:
+            if op.name not in _MAC_OPS or len(op.inputs) < 2:
+                continue
+            shapes = self.tensor_shapes[op.subgraph]
+            weights, out = shapes[op.inputs[1]], shapes[op.outputs[0]]
+            if op.name == "CONV_2D":            # filter [out_ch, kh, kw, in_ch / groups]
+                inner = math.prod(weights[1:])
+            elif op.name == "DEPTHWISE_CONV_2D":  # filter [1, kh, kw, out_ch]: one tap per output channel
+                inner = math.prod(weights[1:3])
+            else:                               # FULLY_CONNECTED: filter [units, inputs]
+                inner = weights[-1]
+            total += math.prod(out) * inner
+        return int(total)
+
+
+def _builtin_names() -> dict[int, str]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+
+
+def _type_names() -> dict[int, str]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    return {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+
+
+def read(source: str | Path | bytes) -> Graph:
+    """Parse a ``.tflite`` file (a path or its bytes); a ModelError line when it is not one."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    name = "model" if isinstance(source, (bytes, bytearray)) else str(source)
+    try:
+        data = bytes(source) if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise ModelError(f"{name}: not a TFLite flatbuffer (no TFL3 identifier)")
+    try:
+        return _parse(schema.Model.GetRootAs(data, 0))
+    except Exception as exc:  # a truncated or corrupt flatbuffer raises struct/index errors
+        raise ModelError(f"{name}: corrupt TFLite flatbuffer ({type(exc).__name__}: {exc})") from None
+
+
+def _parse(model) -> Graph:
+    builtin, types = _builtin_names(), _type_names()
+    codes = []
+    for i in range(model.OperatorCodesLength()):
+        oc = model.OperatorCodes(i)
+        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())  # as TFLite's GetBuiltinCode
+        custom = oc.CustomCode()
+        if builtin.get(code) == "CUSTOM":
+            codes.append((f"CUSTOM:{custom.decode() if custom else '?'}", None))
+        else:
+            codes.append((builtin.get(code, f"BUILTIN_{code}"), code))
+    operators, tensor_types, tensor_shapes = [], [], []
+    for s in range(model.SubgraphsLength()):
+        sg = model.Subgraphs(s)
+        tensors = [sg.Tensors(t) for t in range(sg.TensorsLength())]
+        tensor_types.append(tuple(types.get(t.Type(), str(t.Type())) for t in tensors))
+        tensor_shapes.append(tuple(tuple(max(int(d), 1) for d in t.ShapeAsNumpy()) if t.ShapeLength() else ()
+                                   for t in tensors))
+        for o in range(sg.OperatorsLength()):
+            op = sg.Operators(o)
+            name, code = codes[op.OpcodeIndex()]
+            ins = tuple(int(i) for i in op.InputsAsNumpy()) if op.InputsLength() else ()
+            outs = tuple(int(i) for i in op.OutputsAsNumpy()) if op.OutputsLength() else ()
+            operators.append(Operator(name, code, s, o, ins, outs))
+    return Graph(tuple(operators), tuple(tensor_types), tuple(tensor_shapes))
+
+
+def single_operator_model(data: bytes, op: Operator) -> bytes:
+    """A copy of the model whose only operator is ``op`` (its subgraph, tensors and weights kept).
+
+    Loading it asks an interpreter for exactly that op's kernel, with the op's real tensors, so a
+    runtime that stops at the first missing op can be asked about every op in turn.
+    """
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    sub = model.subgraphs[op.subgraph]
+    keep = sub.operators[op.index]
+    constant = {i for i, t in enumerate(sub.tensors)
+                if t.buffer and model.buffers[t.buffer].data is not None and len(model.buffers[t.buffer].data)}
+    sub.operators = [keep]
+    sub.inputs = [i for i in op.inputs if i >= 0 and i not in constant]
+    sub.outputs = list(op.outputs)
+    model.subgraphs = [sub]
+    model.signatureDefs = []
+    builder = flatbuffers.Builder(len(data) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
