@@ -49,7 +49,7 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, limit, data,
 
     from edgecifar import data as cifar
     from edgecifar.bench import core, report
-    from edgecifar.bench.devices import Job, open_device
+    from edgecifar.bench.devices import Job, LocalDevice, open_device
     from edgecifar.fileio import write_text
     from edgecifar.runs import git_commit, runs_root
 
@@ -67,6 +67,10 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, limit, data,
             click.echo(f"bench: skipped {len(refused)} file(s) {dev.name} cannot run "
                        f"({dev.refusal(refused[0]).split(': ', 1)[-1]}): {', '.join(p.name for p in refused)}",
                        err=True)
+    if not paths and isinstance(dev, LocalDevice):  # and only what this install's runtimes can run
+        files, skipped = core.runnable_here(files)
+        if skipped:
+            click.echo(f"bench: {skipped}", err=True)
 
     console = Console(width=None if sys.stdout.isatty() else 220)
     click.echo(f"bench: {len(files)} file(s) x threads {','.join(map(str, thread_list))} on {dev.name}; "

@@ -17,7 +17,7 @@ import numpy as np
 
 from edgecifar.bench.devices import Job
 from edgecifar.errors import EdgeCifarError
-from edgecifar.runtime import LOADERS
+from edgecifar.runtime import LOADERS, missing_runtime
 
 MANIFEST = "edgecifar.json"
 FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
@@ -55,6 +55,29 @@ def default_paths(runs_root: Path) -> list[Path]:
         raise EdgeCifarError(f"nothing to bench: no shipped models yet and no model files in {runs_root}/*/export/; "
                              "pass model files or folders (edgecifar bench PATH ...)")
     return paths
+
+
+def runnable_here(files: list[tuple[Path, str | None]]) -> tuple[list[tuple[Path, str | None]], str | None]:
+    """The files a runtime installed here can run, and one line saying what was skipped (None if nothing).
+
+    For the default paths only: a file the user names is benched regardless, and fails in its own row.
+    """
+    kept: list[tuple[Path, str | None]] = []
+    skipped: dict[str, list[Path]] = {}
+    for path, problem in files:
+        missing = None if problem else missing_runtime(path)
+        if missing:
+            skipped.setdefault(missing, []).append(path)
+        else:
+            kept.append((path, problem))
+    if not skipped:
+        return kept, None
+    parts = [f"{len(paths)} {' and '.join(sorted({p.suffix for p in paths}))} file(s): {missing}"
+             for missing, paths in skipped.items()]
+    line = "skipped " + "; ".join(parts)
+    if not kept:
+        raise EdgeCifarError(f"nothing this install can run: {line}")
+    return kept, line
 
 
 def expand(paths: Iterable[str | Path]) -> list[tuple[Path, str | None]]:

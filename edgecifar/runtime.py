@@ -8,10 +8,15 @@ scale and zero point.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.util
+import os
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 
@@ -23,6 +28,53 @@ TFLITE_RUNTIMES: dict[str, str] = {
     "litert": "ai_edge_litert.interpreter",
     "tflite-runtime": "tflite_runtime.interpreter",
 }
+
+#: file suffix -> (the packages that can run it, any one will do; what to say when none is installed).
+#: LiteRT comes with the base install, onnxruntime with the ``bench`` (or ``train``) extra.
+RUNTIME_PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
+    ".tflite": (tuple(m.split(".")[0] for m in TFLITE_RUNTIMES.values()),
+                "no TFLite runtime is installed (pip install ai-edge-litert)"),
+    ".onnx": (("onnxruntime",), "onnxruntime is not installed (pip install 'edgecifar[bench]')"),
+}
+
+
+def missing_runtime(path: str | Path) -> str | None:
+    """None when a runtime for ``path``'s kind of file is installed here, else what is missing and what
+    installs it. Looks the packages up without importing them (no runtime start-up cost)."""
+    packages, missing = RUNTIME_PACKAGES[Path(path).suffix.lower()]
+    return None if any(importlib.util.find_spec(p) for p in packages) else missing
+
+
+@contextlib.contextmanager
+def native_info_filtered() -> Iterator[None]:
+    """Run the block with file descriptor 2 captured, then pass on all it wrote but TFLite's ``INFO:`` lines.
+
+    LiteRT's C++ logger writes "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." straight to fd 2
+    (no environment variable turns it off; ``TF_CPP_MIN_LOG_LEVEL`` does not), so ``sys.stderr`` cannot
+    catch it. Warnings, errors and Python's own output still reach stderr, after the block.
+    ``EDGECIFAR_DEBUG=1`` shows everything as it comes.
+    """
+    if os.environ.get("EDGECIFAR_DEBUG"):
+        yield
+        return
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 to guard
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            kept = [line for line in sink.read().splitlines(keepends=True) if not line.startswith(b"INFO: ")]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 class Model(Protocol):
@@ -74,7 +126,8 @@ class TFLiteModel:
         self.path = Path(path)
         self.runtime, module = _import_tflite(runtime)
         try:
-            self.interpreter = module.Interpreter(model_path=str(self.path), num_threads=threads)
+            with native_info_filtered():
+                self.interpreter = module.Interpreter(model_path=str(self.path), num_threads=threads)
         except Exception as exc:  # the runtimes raise ValueError/RuntimeError with C++ messages
             raise ModelError(f"{self.path}: not a loadable TFLite model ({one_line(exc, limit=None)})") from None
         inp = self.interpreter.get_input_details()
@@ -94,7 +147,8 @@ class TFLiteModel:
     def _ensure_batch(self, n: int) -> None:
         if self._batch != n:
             self.interpreter.resize_tensor_input(self._in["index"], [n, *INPUT_SHAPE])
-            self.interpreter.allocate_tensors()
+            with native_info_filtered():  # the XNNPACK delegate is created (and announced) here
+                self.interpreter.allocate_tensors()
             self._batch = n
 
     def predict(self, images: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -119,7 +173,7 @@ class OnnxModel:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise ModelError(f"{self.path}: onnxruntime is not installed (pip install onnxruntime)") from None
+            raise ModelError(f"{self.path}: {RUNTIME_PACKAGES['.onnx'][1]}") from None
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

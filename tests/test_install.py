@@ -1,32 +1,137 @@
-"""Packaging: the wheel installs the three stages as edgecifar.train/.export/.bench, and the CLI lists them."""
+"""Packaging, as a user gets it: the wheel in a fresh venv, through the ``edgecifar`` console script.
+
+The development venv is an editable install, whose import hook hides mistakes (``importlib.util`` was
+never imported and every command of the base install failed): these tests build the wheel from a copy of
+the source tree and install it, without extras and with ``[bench]``, into venvs of their own.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
-from conftest import fresh_python
+from conftest import fresh_python, separable_images
+from edgecifar import LABELS, zoo
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Not part of a source tree: the venv, git, run folders and earlier build output (a stale build/lib would
+#: leak deleted modules into the wheel).
+NOT_SOURCE = shutil.ignore_patterns(".venv", ".git", "runs", "build", "dist", "*.egg-info", "__pycache__",
+                                    ".pytest_cache", ".hypothesis", "logs")
+
+
+def run(cmd: list, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=600, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The project's wheel, built (``pip wheel --no-deps``) from a copy of the working tree."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    source = tmp / "src"
+    shutil.copytree(ROOT, source, ignore=NOT_SOURCE)
+    built = run([sys.executable, "-m", "pip", "wheel", source, "--no-deps", "--no-build-isolation", "-q",
+                 "-w", tmp / "dist"])
+    assert built.returncode == 0, built.stderr[-2000:]
+    return next((tmp / "dist").glob("edgecifar-*.whl"))
+
+
+def fresh_venv(folder: Path, requirement: str) -> Path:
+    """A new venv (no system packages) with ``pip install REQUIREMENT``; returns its bin folder."""
+    made = run([sys.executable, "-m", "venv", folder])
+    assert made.returncode == 0, made.stderr
+    installed = run([folder / "bin" / "python", "-m", "pip", "install", "-q", "--no-compile", requirement])
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    return folder / "bin"
+
+
+def user_env(tmp: Path, data: Path) -> dict:
+    """A user's environment: the test data, no runs folder, no checkout on the path, 80 columns."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGECIFAR_", "PYTHON", "VIRTUAL_ENV"))}
+    return {**env, "EDGECIFAR_DATA": str(data), "EDGECIFAR_RUNS": str(tmp / "runs"), "COLUMNS": "80"}
+
+
+def importable(bin_dir: Path, module: str) -> bool:
+    code = f"import importlib.util; print(importlib.util.find_spec({module!r}) is not None)"
+    return run([bin_dir / "python", "-c", code]).stdout.strip() == "True"
+
+
+@pytest.fixture
+def photo(tmp_path) -> Path:
+    """A real PNG, larger than 32x32 and not square, as a user's photo is."""
+    images, _ = separable_images(1)
+    path = tmp_path / "photo.png"
+    Image.fromarray(images[0]).resize((56, 40)).save(path)
+    return path
 
 
 @pytest.mark.slow
-def test_the_built_wheel_imports_all_three_stages(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path / "dist")], check=True, timeout=300)
-    wheel = next((tmp_path / "dist").glob("edgecifar-*.whl"))
+def test_the_built_wheel_imports_all_three_stages(wheel, tmp_path):
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-                   check=True, timeout=300)
+    done = run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", target, wheel])
+    assert done.returncode == 0, done.stderr
     code = ("import edgecifar, edgecifar.train, edgecifar.export, edgecifar.bench, edgecifar.models, edgecifar.runtime;"
             "print(edgecifar.train.__file__); print(edgecifar.export.__file__); print(edgecifar.bench.__file__)")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(target)},
                          capture_output=True, text=True, timeout=120, check=True).stdout.split()
     assert [Path(p).parent.name for p in out] == ["train", "export", "bench"]
     assert all(str(target) in p for p in out)
+
+
+@pytest.mark.slow
+def test_the_base_install_runs_help_zoo_predict_and_bench_without_tensorflow_or_onnxruntime(
+        wheel, synthetic_archive, photo, tmp_path):
+    bin_dir = fresh_venv(tmp_path / "venv", str(wheel))
+    assert not importable(bin_dir, "tensorflow") and not importable(bin_dir, "onnxruntime")
+    assert importable(bin_dir, "ai_edge_litert")
+    edgecifar, env = bin_dir / "edgecifar", user_env(tmp_path, synthetic_archive)
+
+    helped = run([edgecifar, "--help"], cwd=tmp_path, env=env)
+    assert helped.returncode == 0, helped.stderr
+    assert all(c in helped.stdout for c in ("train", "export", "bench", "predict", "models", "zoo"))
+
+    listed = run([edgecifar, "zoo"], cwd=tmp_path, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert all(p.name in listed.stdout for p in zoo.files())
+
+    predicted = run([edgecifar, "predict", photo.name], cwd=photo.parent, env=env)
+    assert predicted.returncode == 0, predicted.stderr
+    assert predicted.stdout.startswith("photo.png: ") and any(label in predicted.stdout for label in LABELS)
+    assert "XNNPACK" not in predicted.stdout + predicted.stderr      # LiteRT's C++ INFO line is filtered
+
+    benched = run([edgecifar, "bench"], cwd=tmp_path, env=env)      # by default: what this install can run
+    assert benched.returncode == 0, benched.stdout + benched.stderr
+    onnx = [p.name for p in zoo.files() if p.suffix == ".onnx"]
+    tflite = [p.name for p in zoo.files() if p.suffix == ".tflite"]
+    assert onnx and tflite
+    skip_lines = [line for line in benched.stderr.splitlines() if "skipped" in line]
+    assert skip_lines == [f"bench: skipped {len(onnx)} .onnx file(s): onnxruntime is not installed "
+                          "(pip install 'edgecifar[bench]')"]
+    assert all(name in benched.stdout for name in tflite)
+    assert not any(name in benched.stdout for name in onnx)
+    assert "XNNPACK" not in benched.stdout + benched.stderr and "Traceback" not in benched.stderr
+
+    named = run([edgecifar, "bench", zoo.ZOO_DIR / onnx[0], "--runs", "5"], cwd=tmp_path, env=env)
+    assert named.returncode == 1                                     # a file the user names is still a row
+    assert f"{onnx[0]}: onnxruntime is not installed" in named.stdout
+    assert "1 of 1 row(s) failed" in named.stderr and "Traceback" not in named.stderr
+
+
+@pytest.mark.slow
+def test_the_bench_extra_measures_the_onnx_files_too(wheel, synthetic_archive, tmp_path):
+    bin_dir = fresh_venv(tmp_path / "venv", f"{wheel}[bench]")
+    assert importable(bin_dir, "onnxruntime") and not importable(bin_dir, "tensorflow")
+    benched = run([bin_dir / "edgecifar", "bench"], cwd=tmp_path, env=user_env(tmp_path, synthetic_archive))
+    assert benched.returncode == 0, benched.stdout + benched.stderr  # every row measured (exit 1 otherwise)
+    assert "skipped" not in benched.stderr
+    assert all(p.name in benched.stdout for p in zoo.files())
+    assert any(p.suffix == ".onnx" for p in zoo.files())
 
 
 def test_the_cli_lists_the_pipeline_commands():

@@ -1,0 +1,38 @@
+"""The device runtime layer: which package runs which file, and LiteRT's C++ chatter kept off the terminal."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from edgecifar import runtime, zoo
+
+
+def test_every_loadable_kind_of_file_names_the_packages_that_run_it_and_how_to_install_them():
+    assert set(runtime.RUNTIME_PACKAGES) == set(runtime.LOADERS)
+    for suffix, (packages, missing) in runtime.RUNTIME_PACKAGES.items():
+        assert packages and "pip install" in missing, suffix
+    assert runtime.missing_runtime("model.tflite") is None           # both are installed in the dev venv
+    assert runtime.missing_runtime("model.onnx") is None
+
+
+def test_tflite_info_lines_on_fd_2_are_dropped_and_everything_else_passes(capfd):
+    with runtime.native_info_filtered():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+        os.write(2, b"ERROR: Didn't find op for builtin opcode 'GELU'\n")
+        print("a Python warning", file=sys.stderr)
+        os.write(2, b"WARNING: something real\n")
+    err = capfd.readouterr().err.splitlines()
+    assert sorted(err) == ["ERROR: Didn't find op for builtin opcode 'GELU'", "WARNING: something real",
+                           "a Python warning"]
+
+
+def test_loading_and_running_a_tflite_file_prints_nothing_on_stderr():
+    path = next(p for p in zoo.files() if p.suffix == ".tflite")
+    code = ("import numpy as np; from edgecifar import runtime\n"
+            f"m = runtime.load({str(path)!r}); p = m.predict(np.zeros((3, 32, 32, 3), np.uint8))\n"
+            "print(p.shape)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "(3, 10)", proc.stderr
+    assert proc.stderr == ""                                          # XNNPACK's INFO line included
