@@ -31,12 +31,10 @@ def _count(value) -> str:
 
 
 def _short_error(row: dict) -> str:
-    """The row's error without its own file path in front (the file column shows it)."""
-    from rich.markup import escape
-
+    """The row's error without its own file path in front (the file name is shown with it)."""
     text = row.get("error") or "error"
     prefix = f"{row.get('file')}: "
-    return escape(text[len(prefix):] if text.startswith(prefix) else text)
+    return text[len(prefix):] if text.startswith(prefix) else text
 
 
 def front_indices(rows: list[dict]) -> set[int]:
@@ -47,32 +45,60 @@ def front_indices(rows: list[dict]) -> set[int]:
     return set(pareto_front(points))
 
 
+def _ok(row: dict, key: str) -> bool:
+    return row.get("status") == "ok" and finite(row.get(key))
+
+
 def table(rows: list[dict], title: str = "edgecifar bench"):
-    """A rich Table: one line per file x threads; failed rows show their one-line error."""
-    from rich.table import Table
+    """A terminal table that fits: one line per file x threads. File, size, top-1 and latency are always
+    shown whole; the others (status first) fold away on narrow terminals (they are all in --json/--csv).
+    Failed rows say "error" and their one-line errors follow the table, at any width."""
+    from rich.text import Text
+
+    from edgecifar.tables import Column, FittedTable
 
     front = front_indices(rows)
-    t = Table(title=title, show_lines=False)
-    for name, justify in (("file", "left"), ("fmt", "left"), ("prec", "left"), ("runtime", "left"),
-                          ("thr", "right"), ("size", "right"), ("params", "right"), ("MACs", "right"),
-                          ("top-1 [95% CI] (n)", "right"), ("lat ms", "right"), ("spread ms", "right"),
-                          ("p90", "right"), ("p99", "right"), ("img/s @32", "right"), ("load ms", "right"),
-                          ("peak MB", "right"), ("status", "left")):
-        t.add_column(name, justify=justify, overflow="fold")
-    for i, r in enumerate(rows):
-        ok = r.get("status") == "ok"
-        acc = (f"{100 * r['accuracy']:.1f}% [{100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f}] ({r['images']})"
-               if ok and finite(r.get("accuracy")) else "–")
-        spread = (f"{r['spread_lo_ms']:.3f}–{r['spread_hi_ms']:.3f}"
-                  if ok and finite(r.get("spread_lo_ms")) and finite(r.get("spread_hi_ms")) else "–")
-        status = ("ok" + (" *" if i in front else "")) if ok else f"[red]{_short_error(r)}[/red]"
-        t.add_row(Path(r["file"]).name, r.get("format") or "", r.get("precision") or "", r.get("runtime") or "",
-                  str(r.get("threads", "")), _size(r.get("bytes")), _count(r.get("parameters")),
-                  _count(r.get("macs")), acc, _num(r.get("latency_ms"), ".3f"), spread,
-                  _num(r.get("p90_ms"), ".3f"), _num(r.get("p99_ms"), ".3f"),
-                  _num(r.get("throughput_ips"), ",.0f"), _num(r.get("load_ms"), ".1f"),
-                  _num(r.get("peak_rss_mb"), ".1f"), status)
-    return t
+    names = display_names(rows)
+
+    def status(i, r):
+        if r.get("status") != "ok":
+            return Text("error", style="red")
+        return "ok *" if i in front else "ok"
+
+    def ci(i, r):
+        return (f"[{100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f}] ({r['images']})"
+                if _ok(r, "ci_low") and finite(r.get("ci_high")) else "–")
+
+    def spread(i, r):
+        return (f"{r['spread_lo_ms']:.3f}–{r['spread_hi_ms']:.3f}"
+                if _ok(r, "spread_lo_ms") and finite(r.get("spread_hi_ms")) else "–")
+
+    columns = [
+        Column("file", lambda i, r: names[i], keep=True),
+        Column("fmt", lambda i, r: r.get("format") or ""),
+        Column("prec", lambda i, r: r.get("precision") or ""),
+        Column("runtime", lambda i, r: r.get("runtime") or ""),
+        Column("thr", lambda i, r: str(r.get("threads", "")), "right"),
+        Column("size", lambda i, r: _size(r.get("bytes")), "right", keep=True),
+        Column("params", lambda i, r: _count(r.get("parameters")), "right"),
+        Column("MACs", lambda i, r: _count(r.get("macs")), "right"),
+        Column("top-1", lambda i, r: f"{100 * r['accuracy']:.1f}%" if _ok(r, "accuracy") else "–", "right",
+               keep=True),
+        Column("95% CI (n)", ci, "right"),
+        Column("lat ms", lambda i, r: _num(r.get("latency_ms"), ".3f"), "right", keep=True),
+        Column("spread ms", spread, "right"),
+        Column("p90", lambda i, r: _num(r.get("p90_ms"), ".3f"), "right"),
+        Column("p99", lambda i, r: _num(r.get("p99_ms"), ".3f"), "right"),
+        Column("img/s @32", lambda i, r: _num(r.get("throughput_ips"), ",.0f"), "right"),
+        Column("load ms", lambda i, r: _num(r.get("load_ms"), ".1f"), "right"),
+        Column("peak MB", lambda i, r: _num(r.get("peak_rss_mb"), ".1f"), "right"),
+        Column("status", status),
+    ]
+    priority = ("status", "95% CI (n)", "thr", "prec", "runtime", "peak MB", "img/s @32", "MACs", "params", "p99", "fmt",
+                "spread ms", "p90", "load ms")
+    errors = [Text(f"{name}: {_short_error(r)}", style="red")
+              for name, r in zip(names, rows) if r.get("status") != "ok"]
+    return FittedTable(columns, rows, title=title, priority=priority, footer=errors)
 
 
 def plain_rows(rows: list[dict]) -> list[dict]:

@@ -30,24 +30,44 @@ def models() -> None:
 @click.command()
 def zoo() -> None:
     """List the models shipped with the package: accuracy, size and latency."""
+    from edgecifar.tables import Column, FittedTable
     from edgecifar.zoo import ZOO_DIR, load_manifest
 
     entries = load_manifest().get("files", [])
     if not entries:
         click.echo(f"no models shipped in {ZOO_DIR}")
         return
-    table = Table(title=f"edgecifar zoo ({ZOO_DIR})")
-    for col in ("file", "model", "precision", "size", "params", "val acc (n)", "test acc [95% CI] (n)",
-                "latency ms", "runtime"):
-        table.add_column(col, justify="left" if col in ("file", "model", "precision", "runtime") else "right")
-    for e in entries:
-        v, b = e.get("validation") or {}, e.get("bench") or {}
-        val = f"{v['accuracy']:.1%} ({v['images']:,})" if v.get("accuracy") is not None else "–"
-        test = (f"{b['accuracy']:.1%} [{b['ci_low']:.1%}–{b['ci_high']:.1%}] ({b['images']:,})"
-                if b.get("accuracy") is not None else "not benched")
-        lat = f"{b['latency_ms']:.3f} ({b['threads']} thr)" if b.get("latency_ms") is not None else "–"
-        table.add_row(e["file"], e.get("model", ""), e.get("precision", ""), f"{e.get('bytes', 0) / 1e3:,.0f} kB",
-                      f"{e['parameters']:,}" if e.get("parameters") else "–", val, test, lat, e.get("runtime", ""))
+
+    def test_acc(i, e):
+        b = e.get("bench") or {}
+        return f"{b['accuracy']:.1%}" if b.get("accuracy") is not None else "not benched"
+
+    def test_ci(i, e):
+        b = e.get("bench") or {}
+        return f"[{b['ci_low']:.1%}–{b['ci_high']:.1%}] ({b['images']:,})" if b.get("accuracy") is not None else "–"
+
+    def val_acc(i, e):
+        v = e.get("validation") or {}
+        return f"{v['accuracy']:.1%} ({v['images']:,})" if v.get("accuracy") is not None else "–"
+
+    def bench_value(key, fmt):
+        return lambda i, e: format(e["bench"][key], fmt) if (e.get("bench") or {}).get(key) is not None else "–"
+
+    columns = [
+        Column("file", lambda i, e: e["file"], keep=True),
+        Column("model", lambda i, e: e.get("model", "")),
+        Column("precision", lambda i, e: e.get("precision", "")),
+        Column("size", lambda i, e: f"{e.get('bytes', 0) / 1e3:,.0f} kB", "right", keep=True),
+        Column("params", lambda i, e: f"{e['parameters']:,}" if e.get("parameters") else "–", "right"),
+        Column("val acc (n)", val_acc, "right"),
+        Column("test acc", test_acc, "right", keep=True),
+        Column("95% CI (n)", test_ci, "right"),
+        Column("latency ms", bench_value("latency_ms", ".3f"), "right", keep=True),
+        Column("thr", bench_value("threads", "d"), "right"),
+        Column("runtime", lambda i, e: e.get("runtime", "")),
+    ]
+    table = FittedTable(columns, entries, title=f"edgecifar zoo ({ZOO_DIR})",
+                        priority=("precision", "runtime", "95% CI (n)", "thr", "val acc (n)", "params", "model"))
     Console().print(table)
     click.echo("val acc: held-out training images, against the Keras model at export; test acc and latency: "
                "the last `edgecifar bench` recorded with `python -m edgecifar.zoo BENCH.json` (batch 1).")
