@@ -257,62 +257,6 @@ def run_module(python: str, module: str, args: list[str], timeout: float) -> dic
     return parse_worker_output(proc.stdout, proc.stderr, proc.returncode)
 
 
-# --------------------------------------------------------------------------- a microcontroller
-
-@register
-class MCUDevice(Device):
-    """TensorFlow Lite for Microcontrollers' interpreter on this CPU, one fresh process per file."""
-
-    scheme = usage = name = "mcu"
-    module = "edgecifar.bench.mcu"
-    suffixes = (".tflite",)
-    precisions = ("int8",)
-    threaded = False          # TFLite Micro runs one thread
-    default_images = 1000     # reference kernels: ~9 ms per image for ResNet-8 on this CPU
-
-    def __init__(self, python: str | None = None):
-        from edgecifar import micro
-
-        if not micro.installed():
-            raise EdgeCifarError(f"--device mcu needs TFLite Micro ({micro.INSTALL})")
-        self.python = python or sys.executable
-
-    def refusal(self, path: Path) -> str | None:
-        """Full-integer .tflite only, read from the file itself (any TFLite file, no manifest needed)."""
-        from edgecifar import tflite_graph
-
-        problem = super().refusal(path)
-        if problem or not path.is_file():
-            return problem
-        try:
-            full_integer = tflite_graph.read(path).full_integer
-        except EdgeCifarError:
-            return None  # the run says what is wrong with the file, in its row
-        return None if full_integer else f"{path}: not a full-integer file (a microcontroller runs int8 files)"
-
-    def run(self, job: Job) -> dict:
-        return run_module(self.python, self.module, [str(job.file), "--images", str(job.images)], job.timeout)
-
-    def check(self, path: Path, timeout: float = 300.0) -> dict:
-        """Ops, smallest arena and fit of one file, without images (the export's check), in its own process."""
-        return run_module(self.python, self.module, [str(path)], timeout)
-
-    def table(self, rows: list[dict], title: str):
-        from edgecifar.bench import mcu
-
-        return mcu.table(rows, title)
-
-    def markdown(self, rows: list[dict], meta: dict) -> str:
-        from edgecifar.bench import mcu
-
-        return mcu.markdown(rows, meta)
-
-    def legend(self, runs: int, blocks: int) -> list[str]:
-        from edgecifar.bench import mcu
-
-        return mcu.legend()
-
-
 # --------------------------------------------------------------------------- a Linux board over ssh
 
 _SSH_RE = re.compile(r"^ssh://(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]]+\]|[^:/@]+)(?::(?P<port>\d+))?/?$")
@@ -622,3 +566,58 @@ class AndroidDevice(Device):
             except (subprocess.SubprocessError, OSError):
                 pass
 
+
+# --------------------------------------------------------------------------- a microcontroller
+
+@register
+class MCUDevice(Device):
+    """TensorFlow Lite for Microcontrollers' interpreter on this CPU, one fresh process per file."""
+
+    scheme = usage = name = "mcu"
+    module = "edgecifar.bench.mcu"
+    suffixes = (".tflite",)
+    precisions = ("int8",)
+    threaded = False          # TFLite Micro runs one thread
+    default_images = 1000     # reference kernels: ~9 ms per image for ResNet-8 on this CPU
+
+    def __init__(self, python: str | None = None):
+        from edgecifar import micro
+
+        if not micro.installed():
+            raise EdgeCifarError(f"--device mcu needs TFLite Micro ({micro.INSTALL})")
+        self.python = python or sys.executable
+
+    def refusal(self, path: Path) -> str | None:
+        """Full-integer .tflite only, read from the file itself (any TFLite file, no manifest needed)."""
+        from edgecifar import tflite_graph
+
+        problem = super().refusal(path)
+        if problem or not path.is_file():
+            return problem
+        try:
+            full_integer = tflite_graph.read(path).full_integer
+        except EdgeCifarError:
+            return None  # the run says what is wrong with the file, in its row
+        return None if full_integer else f"{path}: not a full-integer file (a microcontroller runs int8 files)"
+
+    def run(self, job: Job) -> dict:
+        return run_module(self.python, self.module, [str(job.file), "--images", str(job.images)], job.timeout)
+
+    def check(self, path: Path, timeout: float = 300.0) -> dict:
+        """Ops, smallest arena and fit of one file, without images (the export's check), in its own process."""
+        return run_module(self.python, self.module, [str(path)], timeout)
+
+    def table(self, rows: list[dict], title: str):
+        from edgecifar.bench import mcu
+
+        return mcu.table(rows, title)
+
+    def markdown(self, rows: list[dict], meta: dict) -> str:
+        from edgecifar.bench import mcu
+
+        return mcu.markdown(rows, meta)
+
+    def legend(self, runs: int, blocks: int) -> list[str]:
+        from edgecifar.bench import mcu
+
+        return mcu.legend()

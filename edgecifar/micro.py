@@ -3,8 +3,8 @@
 Uses TFLite Micro's own Python interpreter (PyPI ``tflite-micro``, the extra ``edgecifar[mcu]``): the same
 reference kernels and arena allocator that firmware links, run on this CPU. For any TFLite file:
 
-- which ops TFLite Micro lacks, every one named: the interpreter stops at the first missing op, so each
-  distinct op is asked for on its own (:func:`edgecifar.tflite_graph.single_operator_model`);
+- which ops TFLite Micro lacks, every one named: the interpreter stops at the first missing op, so it is
+  asked again with the ops found so far standing in as ADD (:func:`edgecifar.tflite_graph.lookup_model`);
 - the smallest tensor arena that allocates, bisected to the byte on the interpreter itself, beside the
   interpreter's own "Arena allocation total" (``print_allocations``);
 - flash = the file's size (the weights stay in flash; the arena holds activations and bookkeeping);
@@ -40,9 +40,6 @@ from edgecifar.errors import MissingDependency, ModelError
 MODULE = "tflite_micro.python.tflite_micro.runtime"
 RUNTIME = "tflite-micro"
 INSTALL = "pip install 'edgecifar[mcu]'"
-
-#: What a microcontroller runs: full-integer TFLite files (see tflite_graph.Graph.full_integer).
-SUFFIX, PRECISION = ".tflite", "int8"
 
 KiB, MiB = 1024, 1024 * 1024
 ARENA_FLOOR = 1 * KiB        # measured here: arenas of 450 B and less crash TFLite Micro (SIGSEGV)
@@ -221,14 +218,21 @@ def check(path: str | Path) -> MicroCheck:
     return result
 
 
+def allocates(data: bytes, arena: int) -> bool:
+    """Whether TFLite Micro allocates the model in an arena of ``arena`` bytes (>= ARENA_FLOOR)."""
+    if arena < ARENA_FLOOR:
+        raise ValueError(f"arena {arena} B: below {ARENA_FLOOR} B TFLite Micro crashes instead of refusing")
+    return _interpreter(data, arena)[0] is not None
+
+
 def smallest_arena(data: bytes, works: int) -> int:
     """The smallest arena size (bytes) that allocates, given one that does; never below ARENA_FLOOR."""
-    if _interpreter(data, ARENA_FLOOR)[0] is not None:
+    if allocates(data, ARENA_FLOOR):
         return ARENA_FLOOR
     low, high = ARENA_FLOOR, works  # low fails, high allocates
     while high - low > 1:
         mid = (low + high) // 2
-        if _interpreter(data, mid)[0] is not None:
+        if allocates(data, mid):
             high = mid
         else:
             low = mid
@@ -245,16 +249,20 @@ def recorded_total(interpreter) -> int | None:
 
 
 def missing_ops(data: bytes, graph: tflite_graph.Graph) -> list[str]:
-    """Every op of the file that TFLite Micro has no kernel for, in order of first use."""
-    first: dict[str, tflite_graph.Operator] = {}
-    for op in graph.operators:
-        first.setdefault(op.name, op)
-    missing = []
-    for name, op in first.items():
-        probe = tflite_graph.single_operator_model(data, op)
+    """Every op of the file that TFLite Micro has no kernel for, in TFLite Micro's own words.
+
+    The interpreter names only the first op it lacks, so it is asked again on a lookup model
+    (:func:`edgecifar.tflite_graph.lookup_model`) where the ops found so far stand in as ADD, until it
+    reaches the sentinel op at the end: no kernel is ever prepared on the edited model.
+    """
+    missing: list[str] = []
+    for _ in range(len(graph.ops) + 1):
+        probe = tflite_graph.lookup_model(data, set(missing))
         _, text = _interpreter(probe, ARENA_START + 4 * len(probe))
-        if _MISSING_RE.search(text):
-            missing.append(name)
+        found = [name for name in _MISSING_RE.findall(text) if name != tflite_graph.SENTINEL]
+        if not found or found[0] in missing:
+            break
+        missing.append(found[0])
     return missing
 
 

@@ -135,25 +135,39 @@ def _parse(model) -> Graph:
     return Graph(tuple(operators), tuple(tensor_types), tuple(tensor_shapes))
 
 
-def single_operator_model(data: bytes, op: Operator) -> bytes:
-    """A copy of the model whose only operator is ``op`` (its subgraph, tensors and weights kept).
+#: The custom op that ends a lookup model: no runtime has it, so loading stops there, before any kernel runs.
+SENTINEL = "EDGECIFAR_END_OF_LOOKUP"
 
-    Loading it asks an interpreter for exactly that op's kernel, with the op's real tensors, so a
-    runtime that stops at the first missing op can be asked about every op in turn.
+
+def lookup_model(data: bytes, stand_ins: set[str] = frozenset()) -> bytes:
+    """A copy of the model for asking a runtime which ops it lacks, without running any kernel.
+
+    The ops named in ``stand_ins`` become ADD (a runtime that reports its first missing op then moves on
+    to the next one), and a custom :data:`SENTINEL` op is appended to the last subgraph: an interpreter
+    that finds every op looks the sentinel up last and fails there, before any op is prepared. So loading
+    it names either the first missing op or the sentinel.
     """
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
+    builtin = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
-    sub = model.subgraphs[op.subgraph]
-    keep = sub.operators[op.index]
-    constant = {i for i, t in enumerate(sub.tensors)
-                if t.buffer and model.buffers[t.buffer].data is not None and len(model.buffers[t.buffer].data)}
-    sub.operators = [keep]
-    sub.inputs = [i for i in op.inputs if i >= 0 and i not in constant]
-    sub.outputs = list(op.outputs)
-    model.subgraphs = [sub]
-    model.signatureDefs = []
+    for code in model.operatorCodes:
+        number = max(code.builtinCode, code.deprecatedBuiltinCode)
+        name = builtin.get(number, f"BUILTIN_{number}")
+        if name == "CUSTOM":
+            name = (code.customCode or b"?").decode() if isinstance(code.customCode, bytes) else str(code.customCode)
+        if name in stand_ins:
+            code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.ADD
+            code.customCode = None
+    sentinel = schema.OperatorCodeT()
+    sentinel.builtinCode = sentinel.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
+    sentinel.customCode = SENTINEL
+    sentinel.version = 1
+    model.operatorCodes.append(sentinel)
+    op = schema.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = len(model.operatorCodes) - 1, [], []
+    model.subgraphs[-1].operators.append(op)
     builder = flatbuffers.Builder(len(data) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())

@@ -1,0 +1,226 @@
+"""``edgecifar bench --device mcu``: real int8 files in TensorFlow Lite Micro's own interpreter (tflite-micro),
+and the table of devices it is registered in. Nothing is mocked: the files are converted here and run in
+TFLite Micro, LiteRT and the bench's own processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecifar import micro, tflite_graph
+from edgecifar.bench.devices import DEVICES, Device, MCUDevice, Option, open_device, register
+from edgecifar.errors import EdgeCifarError
+
+needs_micro = pytest.mark.skipif(not micro.installed(), reason=f"tflite-micro not installed ({micro.INSTALL})")
+EDGECIFAR = str(Path(sys.executable).parent / "edgecifar")
+
+
+def int8_file(model, path: Path) -> Path:
+    """``model`` as the project's export writes full-integer files (export.tflite.write_int8)."""
+    from edgecifar.export.calibration import full_range
+    from edgecifar.export.job import ExportJob
+    from edgecifar.export.tflite import write_int8
+    from conftest import separable_images
+
+    images, _ = separable_images(60, seed=3)
+    write_int8(ExportJob(model, path.stem, full_range(images)), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def relu_int8(trained_run, tmp_path_factory) -> Path:
+    """The trained synthetic baseline (ReLU convnet) as a full-integer file, no manifest beside it."""
+    import keras
+
+    model = keras.saving.load_model(trained_run / "model.keras", compile=False)
+    return int8_file(model, tmp_path_factory.mktemp("mcu") / "baseline_int8.tflite")
+
+
+@pytest.fixture(scope="module")
+def gelu_int8(tmp_path_factory) -> Path:
+    """A small convnet with GELU and a product-reduction: two ops TFLite Micro has no kernel for."""
+    import keras
+
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inp)
+    x = keras.layers.Conv2D(8, 3, activation="gelu")(x)
+    x = keras.ops.prod(x, axis=[1, 2])
+    out = keras.layers.Dense(10, activation="softmax")(x)
+    return int8_file(keras.Model(inp, out), tmp_path_factory.mktemp("mcu") / "gelu_int8.tflite")
+
+
+@pytest.fixture(scope="module")
+def foreign(tmp_path_factory):
+    """A file this project did not make: TensorFlow's converter called directly, float32 input and output
+    around int8 ops, depthwise and pointwise convolutions, no manifest. Returns (path, keras model)."""
+    import keras
+    import tensorflow as tf
+
+    from conftest import separable_images
+
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inp)
+    x = keras.layers.Conv2D(12, 3, strides=2, activation="relu6")(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(16, 1, activation="relu")(x)
+    x = keras.layers.AveragePooling2D(2)(x)
+    x = keras.layers.Flatten()(x)
+    out = keras.layers.Dense(10, activation="softmax")(x)
+    model = keras.Model(inp, out)
+    images, _ = separable_images(50, seed=5)
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([img[None].astype(np.float32)] for img in images)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    path = tmp_path_factory.mktemp("foreign") / "someone_elses_model.tflite"
+    path.write_bytes(conv.convert())
+    return path, model
+
+
+def bench_mcu(*args: str, data: Path) -> tuple[subprocess.CompletedProcess, dict | None]:
+    """The ``edgecifar`` console script, as a user runs it; the JSON report when one was written."""
+    out = Path(args[0]).with_suffix(".bench.json")
+    proc = subprocess.run([EDGECIFAR, "bench", *args, "--device", "mcu", "--data", str(data), "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    return proc, (json.loads(out.read_text()) if out.exists() else None)
+
+
+# --------------------------------------------------------------------------- the table of devices
+
+def test_every_device_is_registered_by_scheme_with_what_it_runs_and_its_own_flags():
+    assert set(DEVICES) == {"cpu", "ssh://", "android", "mcu"}
+    flags = [o.flag for d in DEVICES.values() for o in d.options]
+    assert len(flags) == len(set(flags))
+    assert MCUDevice.suffixes == (".tflite",) and MCUDevice.precisions == ("int8",) and not MCUDevice.threaded
+    assert [o.flag for o in DEVICES["ssh://"].options] == ["--ssh-key", "--ssh-known-hosts", "--remote-python"]
+    assert [o.flag for o in DEVICES["android"].options] == ["--benchmark-binary"]
+
+
+def test_a_scheme_or_flag_registered_twice_is_refused():
+    class Again(Device):
+        scheme = usage = "mcu"
+
+    class Clash(Device):
+        scheme = usage = "other"
+        options = (Option("--ssh-key", "key", "x"),)
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register(Again)
+    with pytest.raises(ValueError, match="registered twice"):
+        register(Clash)
+
+
+def test_an_option_of_another_device_is_a_one_line_error_naming_its_flag():
+    with pytest.raises(EdgeCifarError, match=r"--ssh-key is for ssh://user@host\[:port\] devices, not cpu"):
+        open_device("cpu", ssh_key="/k")
+    with pytest.raises(EdgeCifarError, match=r"unknown device 'gpu': use cpu, ssh://user@host\[:port\], android\[:SERIAL\], mcu"):
+        open_device("gpu")
+
+
+# --------------------------------------------------------------------------- what TFLite Micro makes of files
+
+@needs_micro
+def test_smallest_arena_allocates_and_one_byte_less_does_not(relu_int8):
+    check = micro.check(relu_int8)
+    data = relu_int8.read_bytes()
+    assert check.runs and check.arena > micro.ARENA_FLOOR
+    assert micro.allocates(data, check.arena)
+    assert not micro.allocates(data, check.arena - 1)
+    assert not micro.allocates(data, check.arena - 1024)
+    # The interpreter's own record of what it used fits in the arena it was given.
+    assert 0 < check.arena_recorded <= check.arena
+
+
+@needs_micro
+def test_unsupported_ops_are_all_named_not_only_the_first(gelu_int8):
+    check = micro.check(gelu_int8)
+    assert not check.runs and check.arena is None
+    assert check.unsupported == ["GELU", "REDUCE_PROD"]
+    assert check.summary() == "TFLite Micro lacks GELU (x1), REDUCE_PROD (x1)"
+
+
+def test_macs_are_counted_from_the_flatbuffer_as_from_the_keras_model(foreign):
+    from edgecifar.models.stats import count_macs
+
+    path, model = foreign
+    graph = tflite_graph.read(path)
+    assert graph.macs == count_macs(model) > 0
+    assert graph.full_integer and {"DEPTHWISE_CONV_2D", "QUANTIZE", "DEQUANTIZE"} <= set(graph.ops)
+
+
+def test_macs_from_the_flatbuffer_match_the_zoo_manifest():
+    """Flip-TTA files are left out: their batch of two exists only at run time (the stored shapes say 1)."""
+    from edgecifar import zoo
+
+    entries = [e for e in zoo.load_manifest()["files"] if e["file"].endswith(".tflite") and "_tta_" not in e["file"]]
+    assert entries
+    for e in entries:
+        assert tflite_graph.read(zoo.ZOO_DIR / e["file"]).macs == e["macs"], e["file"]
+
+
+def test_a_file_that_is_not_tflite_is_a_one_line_model_error(tmp_path):
+    bad = tmp_path / "x.tflite"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(EdgeCifarError, match="x.tflite: not a TFLite flatbuffer"):
+        tflite_graph.read(bad)
+
+
+# --------------------------------------------------------------------------- edgecifar bench --device mcu
+
+@needs_micro
+def test_bench_mcu_runs_a_relu_int8_file_with_arena_flash_accuracy_and_agreement_with_litert(
+        relu_int8, synthetic_archive):
+    proc, doc = bench_mcu(str(relu_int8), data=synthetic_archive)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (row,) = doc["rows"]
+    assert row["status"] == "ok" and row["runtime"] == "tflite-micro" and row["device"] == "mcu"
+    assert row["images"] == 100                        # the synthetic test set (mcu default: first 1,000)
+    assert row["accuracy"] > 0.5                       # trained on separable synthetic images
+    assert row["agreement"] >= 0.95                    # TFLite Micro's kernels against LiteRT's
+    assert row["flash_bytes"] == row["bytes"] == relu_int8.stat().st_size
+    assert row["arena_bytes"] == micro.check(relu_int8).arena
+    assert row["macs"] == tflite_graph.read(relu_int8).macs
+    assert row["latency_ms"] is None                   # no chip latency is claimed
+    assert row["fits"] == micro.fits(row["arena_bytes"], row["bytes"]) and row["fits"]
+    assert "TFLite Micro" in proc.stdout and "arena" in proc.stdout and "DS11451" in proc.stdout
+
+
+@needs_micro
+def test_bench_mcu_refuses_gelu_naming_the_ops_in_one_line(gelu_int8, synthetic_archive):
+    proc, doc = bench_mcu(str(gelu_int8), data=synthetic_archive)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr + proc.stdout
+    (row,) = doc["rows"]
+    assert row["status"] == "error"
+    assert row["error"].endswith("TFLite Micro lacks GELU (x1), REDUCE_PROD (x1)")
+    assert row["unsupported_ops"] == ["GELU", "REDUCE_PROD"]
+    line = next(ln for ln in proc.stderr.splitlines() if "lacks" in ln)   # the progress line names them too
+    assert gelu_int8.name in line and line.endswith("TFLite Micro lacks GELU (x1), REDUCE_PROD (x1)")
+
+
+@needs_micro
+def test_bench_mcu_runs_a_foreign_float_io_file_with_macs_from_its_flatbuffer(foreign, synthetic_archive):
+    from edgecifar.models.stats import count_macs
+
+    path, model = foreign
+    proc, doc = bench_mcu(str(path), data=synthetic_archive)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (row,) = doc["rows"]
+    assert row["status"] == "ok" and row["macs"] == count_macs(model)   # no manifest: read from the file
+    assert row["agreement"] >= 0.95 and row["arena_bytes"] > 0
+
+
+@needs_micro
+def test_bench_mcu_gives_float_and_onnx_files_an_error_row_and_one_row_per_file(bench_models, synthetic_archive):
+    files = [str(bench_models / n) for n in ("tiny_int8.tflite", "tiny_fp32.tflite", "tiny_fp32.onnx")]
+    proc, doc = bench_mcu(*files, "--threads", "1,2", data=synthetic_archive)
+    assert proc.returncode == 1
+    rows = {Path(r["file"]).name: r for r in doc["rows"]}
+    assert len(doc["rows"]) == 3                       # TFLite Micro has one thread: --threads is moot
+    assert rows["tiny_int8.tflite"]["status"] == "ok"
+    assert rows["tiny_fp32.tflite"]["error"].endswith("not a full-integer file (a microcontroller runs int8 files)")
+    assert rows["tiny_fp32.onnx"]["error"].endswith("mcu devices run .tflite files only")
