@@ -51,8 +51,8 @@ class LazyGroup(click.Group):
         except EdgeCifarError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+        except KeyboardInterrupt as exc:  # a command may say what was saved and how to continue
+            click.echo(f"interrupted: {exc}" if str(exc) else "interrupted", err=True)
             sys.exit(130)
 
 

@@ -1,4 +1,16 @@
-"""User-facing errors: the CLI prints their message as one line and exits non-zero, no traceback."""
+"""User-facing errors: the CLI prints their message as one line and exits non-zero, no traceback.
+
+Also the one door to TensorFlow (:func:`require_tensorflow`), which keeps its start-up notes off the screen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
+from typing import Iterator
 
 
 class EdgeCifarError(Exception):
@@ -29,10 +41,76 @@ def one_line(exc: BaseException, limit: int | None = 300) -> str:
     return lines[0][:limit] if lines else type(exc).__name__
 
 
-def require_tensorflow() -> None:
-    """Fail with one line naming the extra to install when TensorFlow is absent."""
+#: absl's line before its logging is set up, printed by each of TensorFlow's native libraries as it loads.
+ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+#: An absl log line: severity letter, date and time (before absl is initialised: ``0000 00:00:<epoch>.<us>``),
+#: thread, file:line] message.
+_ABSL_LINE = re.compile(r"([IWEF])\d{4} [\d:.]+ +\d+ [^ \]]+:\d+\] ")
+
+
+def log_level() -> int:
+    """``TF_CPP_MIN_LOG_LEVEL`` (0 everything, 1 no info, 2 no warnings, 3 no errors; the CLI's default is 2)."""
     try:
-        import tensorflow  # noqa: F401
+        return int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
+    except ValueError:
+        return 0
+
+
+def without_startup_notes(text: str, level: int) -> str:
+    """TensorFlow's load-time stderr as ``TF_CPP_MIN_LOG_LEVEL=level`` promises it: absl lines below the
+    level and absl's preamble removed, everything else (errors, anything not from absl) kept, in order.
+
+    TensorFlow's native libraries log before absl is initialised, so the level does not reach them: the
+    preamble and "oneDNN custom operations are on" (severity I) came out twice on every command."""
+    if level <= 0:
+        return text
+    kept = []
+    for line in text.splitlines(keepends=True):
+        if line.rstrip("\r\n") == ABSL_PREAMBLE:
+            continue
+        match = _ABSL_LINE.match(line)
+        if match and "IWEF".index(match.group(1)) < level:
+            continue
+        kept.append(line)
+    return "".join(kept)
+
+
+@contextlib.contextmanager
+def native_stderr_filtered(transform) -> Iterator[None]:
+    """Run the block with file descriptor 2 captured (C++ libraries write there, past ``sys.stderr``), then
+    write ``transform(captured text)`` to stderr. ``EDGECIFAR_DEBUG=1`` passes everything through as it comes."""
+    if os.environ.get("EDGECIFAR_DEBUG"):
+        yield
+        return
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 to guard
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = transform(sink.read().decode("utf-8", "replace"))
+            if text:
+                sys.stderr.write(text)
+                sys.stderr.flush()
+
+
+def require_tensorflow() -> None:
+    """Import TensorFlow without its start-up notes (see :func:`without_startup_notes`); fail with one line
+    naming the extra to install when it is absent."""
+    if "tensorflow" in sys.modules:
+        return
+    try:
+        with native_stderr_filtered(lambda text: without_startup_notes(text, log_level())):
+            import tensorflow  # noqa: F401
     except ImportError as exc:  # pragma: no cover - exercised in a base-only venv
         raise MissingDependency(
             f"this command needs TensorFlow ({exc.name} is not installed): "

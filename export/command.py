@@ -1,8 +1,10 @@
 """``edgecifar export [MODEL] [--int8 ...]``: the thin CLI over export.pipeline.
 
 One flag per row of the format table, generated from it. Exit codes: 0 when every file was written
-and runs (an accuracy drop above --threshold is a warning in the table, not a failure), 1 when any
-format failed, 2 for bad input (one ``error:`` line from the CLI group, nothing written).
+and runs (an accuracy drop above --threshold is a warning in the table, not a failure, unless
+``--strict``), 1 when any format failed or, with ``--strict``, dropped more than the threshold (the files
+are still written: CI fails the build), 2 for bad input (one ``error:`` line from the CLI group, nothing
+written).
 TensorFlow is imported only when the command runs.
 """
 
@@ -36,10 +38,11 @@ def _format_flags(fn):
               help="Held-out training images every file is validated on against Keras.")
 @click.option("--threshold", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Accuracy drop (points) above which a file is flagged.")
+@click.option("--strict", is_flag=True, help="Exit 1 when any format drops more than --threshold (for CI).")
 @click.option("--data", type=click.Path(path_type=Path),
               help="cifar-10-python.tar.gz or cifar-10-batches-py/ (default $EDGECIFAR_DATA, else the run's data).")
 def export(model: Path | None, everything: bool, tta: bool, out: Path | None, n_calibration: int, val_size: int,
-           threshold: float, data: Path | None, **flags: bool) -> None:
+           threshold: float, strict: bool, data: Path | None, **flags: bool) -> None:
     """Convert MODEL (a run directory or .keras file; default: the newest run) to TFLite/ONNX files,
     validate each one in its device runtime against Keras, and write edgecifar.json beside them.
     No format flag means --fp32."""
@@ -47,12 +50,11 @@ def export(model: Path | None, everything: bool, tta: bool, out: Path | None, n_
 
     from edgecifar.errors import require_tensorflow
     from edgecifar.export import formats, pipeline, report, source
-    from edgecifar.export.job import quiet
+    from edgecifar.export.validate import DROP
 
     src = source.resolve(model, tta)
     chosen = formats.select(flags, everything)
-    with quiet():  # TensorFlow's start-up notes (oneDNN, absl) are not for the user
-        require_tensorflow()
+    require_tensorflow()
     err = Console(stderr=True)
     cfg = pipeline.ExportConfig(src, chosen, out=out, data=str(data) if data else None, val_size=val_size,
                                 n_calibration=n_calibration, threshold=threshold)
@@ -65,5 +67,9 @@ def export(model: Path | None, everything: bool, tta: bool, out: Path | None, n_
     out.print(report.table(result, threshold))
     for o in result.failed:
         click.echo(f"error: {o.fmt.title} ({o.path.name}) failed: {o.validation.error}", err=True)
-    if result.failed:
+    dropped = [o for o in result.outcomes if o.validation.status == DROP] if strict else []
+    for o in dropped:
+        click.echo(f"error: {o.fmt.title} ({o.path.name}) is {o.validation.drop:.2f} points less accurate than "
+                   f"Keras, more than --threshold {threshold:g} (--strict)", err=True)
+    if result.failed or dropped:
         raise SystemExit(1)

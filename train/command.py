@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import shlex
+import sys
 from pathlib import Path
 
 import click
+
+from edgecifar.units import percent, plural, size
 
 
 @click.command()
@@ -35,19 +40,29 @@ import click
               help="multi-worker: seconds to wait for the other workers at a step before failing.")
 def train(recipe, epochs, batch_size, ema, whiten_stem, seed, out, data, val_size, weights, resume, overwrite, list_recipes, quiet,
           strategy, workers, task_index, worker_timeout):
-    """Train RECIPE on CIFAR-10 and write model.keras, history.csv and metrics.json."""
+    """Train RECIPE on CIFAR-10 and write model.keras, history.csv and metrics.json (and keep checkpoint/)."""
     from edgecifar.train.recipes import RECIPES, get
 
-    if list_recipes or not recipe:
+    if list_recipes:
         for r in RECIPES.values():
             click.echo(f"{r.name:18s} {r.epochs:3d} ep  batch {r.batch_size:4d}  {r.description}")
         return
+    if not recipe:
+        raise click.UsageError(f"missing RECIPE, one of: {', '.join(RECIPES)} (--list describes them)")
     from edgecifar.errors import EdgeCifarError, require_tensorflow
+    from edgecifar.train.runner import RunConfig, check_run_dir, run
 
     if (workers or task_index is not None) and strategy != "multi-worker":
         raise EdgeCifarError("--workers and --task-index go with --strategy multi-worker")
     if task_index is not None and not workers:
         raise EdgeCifarError("--task-index needs --workers host:port,host:port (every worker, in the same order)")
+    # Every argument is checked before TensorFlow loads (seconds) and the data after it.
+    cfg = RunConfig(get(recipe).with_overrides(epochs=epochs, batch_size=batch_size, ema=ema,
+                                                   whiten_stem=whiten_stem), seed=seed, out=out,
+                    data=str(data) if data else None, val_size=val_size, resume=resume, overwrite=overwrite,
+                    weights=weights, progress=not quiet and sys.stderr.isatty(), strategy=strategy,
+                    collective_timeout=worker_timeout)
+    check_run_dir(cfg)
     if workers:
         from edgecifar.train.distributed import write_tf_config
 
@@ -55,23 +70,59 @@ def train(recipe, epochs, batch_size, ema, whiten_stem, seed, out, data, val_siz
     require_tensorflow()
     from rich.console import Console
 
-    from edgecifar.train.runner import RunConfig, run
-
-    cfg = RunConfig(get(recipe).with_overrides(epochs=epochs, batch_size=batch_size, ema=ema,
-                                                   whiten_stem=whiten_stem), seed=seed, out=out,
-                    data=str(data) if data else None, val_size=val_size, resume=resume, overwrite=overwrite,
-                    weights=weights, progress=not quiet, strategy=strategy, collective_timeout=worker_timeout)
-    metrics = run(cfg)
-    console = Console()
-    console.print(f"[bold]{metrics['recipe']}[/] seed {metrics['seed']}: {metrics['epochs']} epochs in "
+    try:
+        metrics = run(cfg)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_how_to_continue(click.get_current_context(), cfg.run_dir)) from None
+    console = Console(soft_wrap=True)
+    console.print(f"[bold]{metrics['recipe']}[/] seed {metrics['seed']}: {plural(metrics['epochs'], 'epoch')} in "
                   f"{metrics['train_seconds']:.0f} s ({metrics['images_per_s']:,.0f} img/s), "
                   f"{metrics['parameters']:,} parameters, {metrics['macs'] / 1e6:.1f} MMACs")
-    console.print(f"validation accuracy {metrics['val_accuracy']:.4f} on {metrics['val_images']:,} images; "
-                  f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_images']:,} images")
+    console.print(f"validation accuracy {percent(metrics['val_accuracy'], 2)} on "
+                  f"{plural(metrics['val_images'], 'image')}; test accuracy {percent(metrics['test_accuracy'], 2)} "
+                  f"on {plural(metrics['test_images'], 'image')}")
     if strategy == "multi-worker":
         from edgecifar.train.distributed import is_chief, read_tf_config
 
         if not is_chief(read_tf_config()):
             console.print("this worker's files were temporary (deleted); the chief wrote the run directory")
             return
-    console.print(f"wrote {cfg.run_dir}/model.keras, history.csv, metrics.json")
+    from edgecifar.train.runner import CHECKPOINT
+
+    kept = sum(f.stat().st_size for f in (cfg.run_dir / CHECKPOINT).rglob("*") if f.is_file())
+    console.print(f"wrote {cfg.run_dir}/model.keras, history.csv, metrics.json; kept {CHECKPOINT}/ ({size(kept)}: "
+                  "the last epoch with its optimizer state)")
+
+
+def _how_to_continue(ctx: click.Context, run_dir: Path) -> str:
+    """What an interrupted run has saved and the command that continues it (this one, with --resume)."""
+    from edgecifar.train.runner import CHECKPOINT
+
+    args = [arg for arg in command_line(ctx) if arg != "--overwrite"]
+    try:
+        done = json.loads((run_dir / CHECKPOINT / "state.json").read_text())["epochs_done"]
+    except (OSError, ValueError, KeyError):
+        done = 0
+    if not done:
+        return f"no epoch had finished; start again with: {shlex.join(args)}"
+    return (f"{plural(done, 'epoch')} saved in {run_dir / CHECKPOINT}; continue with: "
+            f"{shlex.join(args + ([] if '--resume' in args else ['--resume']))}")
+
+
+def command_line(ctx: click.Context) -> list[str]:
+    """The command as it was given: its name and the arguments and options set on the command line."""
+    from click.core import ParameterSource
+
+    args, options = [], []
+    for param in ctx.command.params:
+        if ctx.get_parameter_source(param.name) not in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            continue
+        value = ctx.params[param.name]
+        if isinstance(param, click.Argument):
+            args.append(str(value))
+        elif getattr(param, "is_flag", False):
+            if value or param.secondary_opts:
+                options.append(param.opts[0] if value else param.secondary_opts[0])
+        else:
+            options += [param.opts[0], str(value)]
+    return ctx.command_path.split() + args + options

@@ -23,6 +23,7 @@ from edgecifar.fileio import atomic_path, check_writable_dir, write_json, write_
 from edgecifar.host import cpu_model
 from edgecifar.runs import default_run_dir, git_commit
 from edgecifar.train.recipes import Recipe
+from edgecifar.units import percent
 
 CHECKPOINT = "checkpoint"
 
@@ -207,6 +208,17 @@ def load_checkpoint(run_dir: Path):
 
 # --------------------------------------------------------------------------- the run
 
+def check_run_dir(cfg: RunConfig) -> None:
+    """Refuse a run folder that does not fit --resume/--overwrite; cheap, so the CLI calls it before
+    TensorFlow and the data load. (A multi-worker run's other workers resume from the chief's checkpoint.)"""
+    run_dir = cfg.run_dir
+    if cfg.resume and cfg.strategy != "multi-worker" and not (run_dir / CHECKPOINT / "state.json").exists():
+        raise EdgeCifarError(f"{run_dir}: no checkpoint to resume from (run without --resume to start)")
+    if not cfg.resume and (run_dir / CHECKPOINT).exists() and not cfg.overwrite:
+        raise EdgeCifarError(f"{run_dir}: a run is already there; add --resume to continue it "
+                             "or --overwrite to start again")
+
+
 def run(cfg: RunConfig, console=None) -> dict:
     """Train ``cfg.recipe`` and write the run directory; return the metrics dict.
 
@@ -226,13 +238,11 @@ def _run(cfg: RunConfig, console, dist) -> dict:
     from edgecifar.models.stats import count_macs, count_params
     from edgecifar.train.progress import ProgressCallback, make_progress
 
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)  # a log line is one line, piped or not
     recipe, run_dir = cfg.recipe, cfg.run_dir
     if recipe.epochs < 1 or recipe.batch_size < 1:
         raise EdgeCifarError(f"epochs and batch size must be at least 1 (got {recipe.epochs}, {recipe.batch_size})")
-    if not cfg.resume and (run_dir / CHECKPOINT).exists() and not cfg.overwrite:
-        raise EdgeCifarError(f"{run_dir}: a run is already there; add --resume to continue it "
-                             "or --overwrite to start again")
+    check_run_dir(cfg)
     if cfg.overwrite and not cfg.resume and run_dir.exists():
         shutil.rmtree(run_dir)
     check_writable_dir(run_dir)
@@ -266,7 +276,7 @@ def _run(cfg: RunConfig, console, dist) -> dict:
     ema = _weight_average(model, recipe, run_dir, state, dist)
     soft, teacher = _distillation_targets(recipe, run_dir, x_tr, y_tr, ds.fingerprint, console)
 
-    with (make_progress(console) if cfg.progress else _NullProgress()) as progress:
+    with (make_progress(console) if cfg.progress else _NullProgress(console)) as progress:
         run_task = progress.add_task("run", total=steps * recipe.epochs, completed=steps * state.epochs_done,
                                      loss=0.0, acc=0.0, ips=0.0)
         for epoch in range(state.epochs_done, recipe.epochs):
@@ -298,10 +308,10 @@ def _run(cfg: RunConfig, console, dist) -> dict:
             state.epochs_done, state.stopper = epoch + 1, asdict(stopper)
             state.stopped_early = bool(stop)
             save_checkpoint(run_dir, model, state, ema)
-            averaged = f" ema_val_acc {row['ema_val_accuracy']:.4f}" if ema is not None else ""
+            averaged = f" ema_val_acc {percent(row['ema_val_accuracy'], 2)}" if ema is not None else ""
             progress.console.print(
-                f"epoch {epoch + 1}/{recipe.epochs}: loss {row['loss']:.4f} acc {row['accuracy']:.4f} "
-                f"val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.4f}{averaged} "
+                f"epoch {epoch + 1}/{recipe.epochs}: loss {row['loss']:.4f} acc {percent(row['accuracy'], 2)} "
+                f"val_loss {row['val_loss']:.4f} val_acc {percent(row['val_accuracy'], 2)}{averaged} "
                 f"{row['images_per_s']:,.0f} img/s {row['seconds']:.1f}s")
             if stop:
                 progress.console.print(f"early stopping: no better validation loss for {recipe.early_stopping} "
@@ -380,7 +390,7 @@ def _distillation_targets(recipe: Recipe, run_dir: Path, x: np.ndarray, y: np.nd
     probs, teacher = cached_teacher(run_dir, recipe.distill, x, fingerprint)
     teacher["teacher_train_accuracy"] = _accuracy(probs, y)
     console.print(f"distilling from {teacher['teacher']} (weight {recipe.distill_alpha}); its accuracy on the "
-                  f"{len(y):,} training images: {teacher['teacher_train_accuracy']:.4f}")
+                  f"{len(y):,} training images: {percent(teacher['teacher_train_accuracy'], 2)}")
     return soft_targets(y, probs, recipe.distill_alpha), teacher
 
 
@@ -412,12 +422,10 @@ class _History:
 
 
 class _NullProgress:
-    """Stands in for rich.Progress when the bar is off (quiet runs, tests)."""
+    """Stands in for rich.Progress when the bar is off (quiet or piped runs, tests): lines go to ``console``."""
 
-    def __init__(self):
-        from rich.console import Console
-
-        self.console = Console(stderr=True)
+    def __init__(self, console):
+        self.console = console
 
     def __enter__(self):
         return self
