@@ -21,7 +21,7 @@ from edgecifar.export import calibration, manifest
 from edgecifar.export.formats import Format
 from edgecifar.export.job import ExportJob
 from edgecifar.export.source import Source, describe, load_model
-from edgecifar.export.validate import FAILED, Validation, keras_scores, validate
+from edgecifar.export.validate import FAILED, Validation, keras_scores, micro_check, validate
 from edgecifar.fileio import atomic_path, check_writable_dir
 from edgecifar.metrics import accuracy
 
@@ -45,6 +45,7 @@ class Outcome:
     path: Path
     validation: Validation
     written: bool
+    micro: dict | None = None   # TensorFlow Lite Micro's verdict, for the files a microcontroller runs
 
 
 @dataclass
@@ -108,8 +109,12 @@ def _run(cfg: ExportConfig, out: Path, say: Callable[[str], None]) -> Report:
         say(f"{fmt.title}: writing {out / fmt.filename(job.name)}")
         outcome, loaded = _export_one(fmt, job, out, split, reference, cfg.threshold)
         report.outcomes.append(outcome)
+        if outcome.written and runs_on_mcu(fmt):
+            say(f"{fmt.title}: checking {outcome.path.name} in TensorFlow Lite Micro")
+            outcome.micro = micro_check(outcome.path)
         if outcome.written:
-            entries.append(manifest.file_entry(fmt, outcome.path, job, source, outcome.validation, loaded))
+            entry = manifest.file_entry(fmt, outcome.path, job, source, outcome.validation, loaded)
+            entries.append({**entry, "micro": outcome.micro} if outcome.micro else entry)
 
     old = manifest.read(out)
     # The data by name and fingerprint, not by path: manifests ship to other machines.
@@ -128,6 +133,13 @@ def _run(cfg: ExportConfig, out: Path, say: Callable[[str], None]) -> Report:
             raise EdgeCifarError(f"{out / manifest.MANIFEST}: cannot write the manifest "
                                  f"({exc.strerror or exc}); the model files were written") from None
     return report
+
+
+def runs_on_mcu(fmt: Format) -> bool:
+    """The formats the mcu device declares it runs (full-integer .tflite)."""
+    from edgecifar.bench.devices import MCUDevice
+
+    return fmt.suffix in MCUDevice.suffixes and fmt.precision in (MCUDevice.precisions or (fmt.precision,))
 
 
 def _export_one(fmt: Format, job: ExportJob, out: Path, split, reference: np.ndarray, threshold: float):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from edgecifar.export.pipeline import Outcome, Report
 from edgecifar.export.validate import DROP, FAILED
 
-COLUMNS = ("file", "KB", "accuracy", "drop", "agree", "max diff", "status")
+COLUMNS = ("file", "KB", "accuracy", "drop", "agree", "max diff", "status", "TFLite Micro")
 
 
 def status_text(outcome: Outcome, threshold: float) -> str:
@@ -18,6 +19,18 @@ def status_text(outcome: Outcome, threshold: float) -> str:
     if v.status == DROP:
         return f"[yellow]exported, accuracy drop {v.drop:.2f} pts above threshold {threshold:g}[/]"
     return "[green]passed[/]"
+
+
+def micro_text(outcome: Outcome) -> str:
+    """The arena it runs in, the ops that stop it, or why it was not checked; empty for other formats."""
+    m = outcome.micro
+    if not m:
+        return ""
+    if m.get("runs"):
+        return f"[green]runs, arena {m['arena_bytes']:,} B[/]"
+    if m.get("unsupported_ops"):
+        return f"[yellow]no: lacks {', '.join(m['unsupported_ops'])}[/]"
+    return f"[yellow]{escape(str(m.get('summary')))}[/]"
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -30,11 +43,12 @@ def table(report: Report, threshold: float) -> Table:
     t = Table(title=f"{report.name} -> {report.out} ({report.images:,} validation images)",
               box=box.SIMPLE_HEAD, title_justify="left")
     for col in COLUMNS:
-        t.add_column(col, justify="left" if col in ("file", "status") else "right", no_wrap=col != "status")
-    t.add_row("model.keras", "", f"{report.keras_accuracy:.4f}", "", "", "", "Keras reference")
+        t.add_column(col, justify="left" if col in ("file", "status", "TFLite Micro") else "right",
+                     no_wrap=col not in ("status", "TFLite Micro"))
+    t.add_row("model.keras", "", f"{report.keras_accuracy:.4f}", "", "", "", "Keras reference", "")
     for o in report.outcomes:
         v = o.validation
         t.add_row(o.path.name, f"{o.path.stat().st_size / 1024:,.1f}" if o.written else "-",
                   _num(v.accuracy, ".4f"), _num(v.drop, "+.2f"), _num(v.agreement, ".4f"),
-                  _num(v.max_abs_diff, ".1e"), status_text(o, threshold))
+                  _num(v.max_abs_diff, ".1e"), status_text(o, threshold), micro_text(o))
     return t

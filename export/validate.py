@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecifar import metrics, runtime
-from edgecifar.errors import one_line
+from edgecifar.errors import EdgeCifarError, one_line
 from edgecifar.export.job import quiet
 
 PASSED, DROP, FAILED = "passed", "accuracy drop", "failed"
@@ -61,3 +61,30 @@ def validate(path: Path, images: np.ndarray, labels: np.ndarray, reference: np.n
     status = PASSED if drop <= threshold else DROP
     return Validation(len(labels), acc, keras_acc, drop, metrics.agreement(scores, reference),
                       metrics.max_abs_diff(scores, reference), status), model
+
+
+def micro_check(path: Path) -> dict:
+    """Does ``path`` run in TensorFlow Lite for Microcontrollers, in what arena, and which ops stop it?
+
+    Asks the mcu device (its own process: TFLite Micro reports errors as C++ prints and can crash):
+    ``{"runs": bool, "arena_bytes": int | None, "unsupported_ops": [...], "summary": "<one line>"}``;
+    ``runs`` is None when it could not be checked (tflite-micro not installed, or the check failed).
+    """
+    from edgecifar import micro
+    from edgecifar.bench.devices import open_device
+
+    if not micro.installed():
+        return {"runs": None, "arena_bytes": None, "unsupported_ops": [],
+                "summary": f"not checked: tflite-micro is not installed ({micro.INSTALL})"}
+    try:
+        result = open_device("mcu").check(path)
+    except EdgeCifarError as exc:
+        return {"runs": None, "arena_bytes": None, "unsupported_ops": [], "summary": f"not checked: {exc}"}
+    figures = result.get("figures") or {}
+    if not figures:  # the check itself failed (a crash, a bad file): its error, not a verdict
+        return {"runs": None, "arena_bytes": None, "unsupported_ops": [],
+                "summary": f"not checked: {result.get('error', 'no result')}"}
+    return {"runs": result.get("status") == "ok", "arena_bytes": figures.get("arena_bytes"),
+            "arena_recorded_bytes": figures.get("arena_recorded_bytes"),
+            "unsupported_ops": figures.get("unsupported_ops") or [], "fits": figures.get("fits") or [],
+            "summary": figures.get("micro") or result.get("error")}

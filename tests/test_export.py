@@ -265,3 +265,33 @@ def test_onnx_int8_export_leaves_no_scratch_files_in_the_working_directory(train
     assert result.returncode == 0, result.stderr[-2000:]
     assert list(cwd.iterdir()) == []
     assert (tmp_path / "out" / "baseline_int8.onnx").exists()
+
+
+@pytest.mark.skipif(not __import__("edgecifar.micro").micro.installed(), reason="tflite-micro not installed")
+def test_int8_export_says_the_file_runs_in_tflite_micro_and_in_what_arena(exported):
+    from edgecifar import micro
+
+    out, result = exported
+    entries = {e["file"]: e for e in json.loads((out / "edgecifar.json").read_text())["files"]}
+    checked = entries["baseline_int8.tflite"]["micro"]
+    assert checked["runs"] is True and checked["unsupported_ops"] == []
+    assert checked["arena_bytes"] == micro.check(out / "baseline_int8.tflite").arena
+    assert [name for name, e in entries.items() if "micro" in e] == ["baseline_int8.tflite"]
+    assert "TFLite Micro" in result.output and f"arena {checked['arena_bytes']:,} B" in result.output
+
+
+@pytest.mark.skipif(not __import__("edgecifar.micro").micro.installed(), reason="tflite-micro not installed")
+def test_int8_export_names_the_ops_that_stop_tflite_micro(synthetic_archive, tmp_path):
+    from edgecifar import models
+
+    run_dir = tmp_path / "gelu"
+    run_dir.mkdir()
+    models.create("edge_tiny").save(run_dir / "model.keras")
+    (run_dir / "metrics.json").write_text(json.dumps({"recipe": "gelu", "val_images": 50}))
+    result = subprocess.run([sys.executable, "-m", "edgecifar", "export", str(run_dir), "--int8", "--calibration", "50",
+                             "--out", str(tmp_path / "out"), "--data", str(synthetic_archive), "--val-size", "40"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]     # the file is fine for LiteRT: written
+    assert "no: lacks GELU" in result.stdout
+    entry = json.loads((tmp_path / "out" / "edgecifar.json").read_text())["files"][0]
+    assert entry["micro"]["runs"] is False and entry["micro"]["unsupported_ops"] == ["GELU"]
