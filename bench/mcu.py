@@ -123,17 +123,21 @@ COLUMNS = ("file", "flash", "MACs", "arena", "top-1", "95% CI (n)", "agree LiteR
 
 
 def table(rows: list[dict], title: str):
-    """A rich Table of mcu rows: the headline figures (file, flash, arena, top-1) first."""
-    from rich.table import Table
+    """A terminal table of mcu rows that fits: file, flash, arena and top-1 whole at any width, the other
+    columns where they fit (all are in --json/--csv); errors follow the table as ``file: error`` lines."""
+    from rich.text import Text
 
-    t = Table(title=title)
-    for name in COLUMNS:
-        t.add_column(name, justify="left" if name in ("file", "fits", "status") else "right", overflow="fold",
-                     no_wrap=name in ("file", "flash", "arena", "top-1"))
-    for r in rows:
-        cells = _cells(r)
-        t.add_row(*(cells[c] for c in COLUMNS))
-    return t
+    from edgecifar.tables import Column, FittedTable
+
+    cells = [_cells(r) for r in rows]
+    keep = ("file", "flash", "arena", "top-1")
+    columns = [Column(name, lambda i, r, name=name: cells[i][name] if name != "status" else
+                      ("ok" if r.get("status") == "ok" else Text("error", style="red")),
+                      "left" if name in ("file", "fits", "status") else "right", keep=name in keep)
+               for name in COLUMNS]
+    errors = [Text(f"{c['file']}: {c['status']}", style="red") for c, r in zip(cells, rows) if r.get("status") != "ok"]
+    return FittedTable(columns, rows, title=title, priority=("status", "agree LiteRT", "fits", "95% CI (n)", "MACs"),
+                       footer=errors)
 
 
 def legend() -> list[str]:

@@ -224,3 +224,27 @@ def test_bench_mcu_gives_float_and_onnx_files_an_error_row_and_one_row_per_file(
     assert rows["tiny_int8.tflite"]["status"] == "ok"
     assert rows["tiny_fp32.tflite"]["error"].endswith("not a full-integer file (a microcontroller runs int8 files)")
     assert rows["tiny_fp32.onnx"]["error"].endswith("mcu devices run .tflite files only")
+
+
+def test_mcu_table_keeps_file_flash_arena_and_top1_whole_at_80_columns():
+    """Rows as the mcu device returns them (one measured, one refused), rendered at 80 and 160 columns."""
+    from rich.console import Console
+
+    from edgecifar.bench import mcu
+
+    nan = float("nan")
+    rows = [{"file": "/x/a_rather_long_model_name_int8.tflite", "status": "ok", "bytes": 93_896,
+             "flash_bytes": 93_896, "macs": 13_336_152, "arena_bytes": 46_408, "accuracy": 0.094, "ci_low": 0.077,
+             "ci_high": 0.114, "images": 1000, "agreement": 0.957, "fits": [c.name for c in micro.CHIPS]},
+            {"file": "/x/edge_tiny_int8.tflite", "status": "error", "bytes": 95_680, "flash_bytes": 95_680,
+             "macs": 22_487_680, "arena_bytes": None, "accuracy": nan, "agreement": None, "fits": [],
+             "error": "/x/edge_tiny_int8.tflite: TFLite Micro lacks GELU (x6)"}]
+    for width in (80, 160):
+        console = Console(width=width, record=True)
+        console.print(mcu.table(rows, "mcu"))
+        text = console.export_text()
+        assert max(len(line) for line in text.splitlines()) <= width
+        for whole in ("a_rather_long_model_name_int8.tflite", "91.7 KiB", "45.3 KiB", "9.4%"):
+            assert whole in text, (width, whole)
+        assert "edge_tiny_int8.tflite: TFLite Micro lacks GELU (x6)" in text
+    assert "6 of 6" in text and "95.7%" in text          # at 160 columns the other columns join
