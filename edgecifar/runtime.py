@@ -8,20 +8,16 @@ scale and zero point.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
-import os
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from edgecifar import INPUT_SHAPE
-from edgecifar.errors import EdgeCifarError, ModelError, one_line
+from edgecifar.errors import EdgeCifarError, ModelError, native_stderr_filtered, one_line
 
 #: TFLite interpreters in order of preference: module name -> runtime label.
 TFLITE_RUNTIMES: dict[str, str] = {
@@ -45,36 +41,13 @@ def missing_runtime(path: str | Path) -> str | None:
     return None if any(importlib.util.find_spec(p) for p in packages) else missing
 
 
-@contextlib.contextmanager
-def native_info_filtered() -> Iterator[None]:
-    """Run the block with file descriptor 2 captured, then pass on all it wrote but TFLite's ``INFO:`` lines.
+def without_tflite_info(text: str) -> str:
+    """Everything but TFLite's ``INFO:`` lines, for :func:`edgecifar.errors.native_stderr_filtered`.
 
     LiteRT's C++ logger writes "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." straight to fd 2
-    (no environment variable turns it off; ``TF_CPP_MIN_LOG_LEVEL`` does not), so ``sys.stderr`` cannot
-    catch it. Warnings, errors and Python's own output still reach stderr, after the block.
-    ``EDGECIFAR_DEBUG=1`` shows everything as it comes.
+    (no environment variable turns it off; ``TF_CPP_MIN_LOG_LEVEL`` does not); its warnings and errors stay.
     """
-    if os.environ.get("EDGECIFAR_DEBUG"):
-        yield
-        return
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no fd 2 to guard
-        yield
-        return
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            kept = [line for line in sink.read().splitlines(keepends=True) if not line.startswith(b"INFO: ")]
-            if kept:
-                os.write(2, b"".join(kept))
+    return "".join(line for line in text.splitlines(keepends=True) if not line.startswith("INFO: "))
 
 
 class Model(Protocol):
@@ -126,7 +99,7 @@ class TFLiteModel:
         self.path = Path(path)
         self.runtime, module = _import_tflite(runtime)
         try:
-            with native_info_filtered():
+            with native_stderr_filtered(without_tflite_info):
                 self.interpreter = module.Interpreter(model_path=str(self.path), num_threads=threads)
         except Exception as exc:  # the runtimes raise ValueError/RuntimeError with C++ messages
             raise ModelError(f"{self.path}: not a loadable TFLite model ({one_line(exc, limit=None)})") from None
@@ -147,7 +120,7 @@ class TFLiteModel:
     def _ensure_batch(self, n: int) -> None:
         if self._batch != n:
             self.interpreter.resize_tensor_input(self._in["index"], [n, *INPUT_SHAPE])
-            with native_info_filtered():  # the XNNPACK delegate is created (and announced) here
+            with native_stderr_filtered(without_tflite_info):  # XNNPACK is created (and announced) here
                 self.interpreter.allocate_tensors()
             self._batch = n
 

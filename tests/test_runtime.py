@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from edgecifar import runtime, zoo
+from edgecifar.errors import native_stderr_filtered
 
 
 def test_every_loadable_kind_of_file_names_the_packages_that_run_it_and_how_to_install_them():
@@ -18,7 +19,7 @@ def test_every_loadable_kind_of_file_names_the_packages_that_run_it_and_how_to_i
 
 
 def test_tflite_info_lines_on_fd_2_are_dropped_and_everything_else_passes(capfd):
-    with runtime.native_info_filtered():
+    with native_stderr_filtered(runtime.without_tflite_info):
         os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
         os.write(2, b"ERROR: Didn't find op for builtin opcode 'GELU'\n")
         print("a Python warning", file=sys.stderr)
