@@ -50,9 +50,12 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, limit, data,
     from edgecifar import data as cifar
     from edgecifar.bench import core, report
     from edgecifar.bench.devices import Job, LocalDevice, open_device
+    from edgecifar.bench.stats import block_count
     from edgecifar.fileio import write_text
     from edgecifar.runs import git_commit, runs_root
+    from edgecifar.units import plural
 
+    _check_outputs_differ({"--json": json_out, "--csv": csv_out, "--markdown": md_out, "--plot": plot_out})
     thread_list = core.parse_threads(threads)
     files = core.expand(paths) if paths else core.expand(core.default_paths(runs_root()))
     dev = open_device(device, **device_options)  # each device takes its own options (devices.DEVICES)
@@ -73,19 +76,20 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, limit, data,
             click.echo(f"bench: {skipped}", err=True)
 
     console = Console(width=None if sys.stdout.isatty() else 220)
-    click.echo(f"bench: {len(files)} file(s) x threads {','.join(map(str, thread_list))} on {dev.name}; "
-               f"{n} test images from {dataset.source}; {runs} runs in {blocks} blocks after {warmup} warm-up",
-               err=True)
+    blocks = block_count(runs, blocks)  # what the worker splits the runs into: the figures say what ran
+    click.echo(f"bench: {plural(len(files), 'file')} x threads {','.join(map(str, thread_list))} on {dev.name}; "
+               f"{plural(n, 'test image')} from {dataset.source}; {plural(runs, 'run')} in "
+               f"{plural(blocks, 'block')} after {warmup} warm-up", err=True)
 
     def progress(row):
         state = "ok" if row["status"] == "ok" else f"error: {row['error']}"
-        click.echo(f"  {Path(row['file']).name} ({row['threads']} thread(s)): {state}", err=True)
+        click.echo(f"  {row['file']} ({plural(row['threads'], 'thread')}): {state}", err=True)
 
     job = Job(file=Path(), images=Path(), runs=runs, warmup=warmup, blocks=blocks, batch=batch, runtime=runtime,
               timeout=timeout)
     rows = core.run_bench(files, images, labels, dev, thread_list, job, on_row=progress)
 
-    console.print(dev.table(rows, title=f"edgecifar bench on {dev.name} ({n} test images)"))
+    console.print(dev.table(rows, title=f"edgecifar bench on {dev.name} ({plural(n, 'test image')})"))
     for line in dev.legend(runs, blocks):
         console.print(line, highlight=False)
     notes = {r["note"] for r in rows if r.get("note")}
@@ -95,7 +99,7 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, limit, data,
     meta = {"device": dev.name, "threads": thread_list, "runs": runs, "warmup": warmup, "blocks": blocks,
             "batch": batch, "runtime": runtime, "images": n, "data": Path(dataset.source).name,
             "data_fingerprint": dataset.fingerprint, "host": platform.node(), "machine": platform.machine(),
-            "python": platform.python_version(), "commit": git_commit(),
+            "python": platform.python_version(), **_device_facts(dev, rows), "commit": git_commit(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     if json_out:
         report.write_json_report(json_out, rows, meta)
@@ -109,33 +113,70 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, limit, data,
     if plot_out:
         from edgecifar.bench.plot import pareto_plot
 
-        pareto_plot(rows, plot_out, title=f"CIFAR-10 ({n} test images) on {dev.name}")
+        pareto_plot(rows, plot_out, title=f"CIFAR-10 ({plural(n, 'test image')}) on {dev.name}")
         click.echo(f"wrote {plot_out}", err=True)
     if confusion_dir:
         _confusions(rows, labels, dataset.label_names, confusion_dir, console)
 
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
-        click.echo(f"{len(failed)} of {len(rows)} row(s) failed", err=True)
+        click.echo(f"{len(failed)} of {plural(len(rows), 'row')} failed", err=True)
         ctx.exit(1)
 
 
+def _check_outputs_differ(outputs: dict) -> None:
+    """One run never writes two of its outputs to the same file (the second would replace the first)."""
+    from edgecifar.errors import EdgeCifarError
+
+    seen: dict[Path, str] = {}
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        key = Path(path).resolve()
+        if key in seen:
+            raise EdgeCifarError(f"{path}: named by both {seen[key]} and {flag}; give each its own file")
+        seen[key] = flag
+
+
+def _device_facts(dev, rows) -> dict:
+    """What decides the figures besides the file: the device's CPU model and its runtimes' versions (as its
+    worker reported them; this machine's CPU for the local device)."""
+    from edgecifar.bench.devices import LocalDevice
+    from edgecifar.host import cpu_model
+
+    cpu = next((r["cpu"] for r in rows if r.get("cpu")), None) or (cpu_model() if isinstance(dev, LocalDevice) else None)
+    versions = next((r["versions"] for r in rows if r.get("versions")), None)
+    return {"cpu": cpu, "versions": versions}
+
+
 def _confusions(rows, labels, names, folder: Path, console) -> None:
-    """One PNG per file (its first successful row) and its most confused class pairs."""
+    """One PNG per file (its first successful row) and its most confused class pairs. Files that share a
+    name are told apart by their folders (report.display_names), so no matrix replaces another."""
+    import re
+
     from edgecifar.bench.plot import confusion_png
+    from edgecifar.bench.report import display_names
     from edgecifar.fileio import check_writable_dir
     from edgecifar.metrics import confusion_matrix, most_confused
+    from edgecifar.units import percent, plural
 
     check_writable_dir(folder)
+    shown = dict(zip((r["file"] for r in rows), display_names(rows)))
     done: set[str] = set()
+    written: set[str] = set()
     for r in rows:
         if r["status"] != "ok" or r["file"] in done or r.get("predictions") is None:
             continue
         done.add(r["file"])
         matrix = confusion_matrix(r["predictions"], labels[:len(r["predictions"])])
-        name = Path(r["file"]).name
-        out = confusion_png(matrix, tuple(names), folder / f"{name.replace('.', '_')}.png",
-                            f"{name}: {100 * r['accuracy']:.1f}% of {r['images']} test images")
+        name = shown[r["file"]]
+        stem = re.sub(r"[^A-Za-z0-9_-]+", "_", name)
+        png, copy = stem, 2
+        while png in written:  # two names that differ only in punctuation
+            png, copy = f"{stem}-{copy}", copy + 1
+        written.add(png)
+        out = confusion_png(matrix, tuple(names), folder / f"{png}.png",
+                            f"{name}: {percent(r['accuracy'])} of {plural(r['images'], 'test image')}")
         pairs = ", ".join(f"{a}/{b} {k}" for a, b, k in most_confused(matrix, tuple(names), 3))
         console.print(f"{name}: most confused {pairs or '(none)'} -> {out}", highlight=False)
     if not done:

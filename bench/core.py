@@ -17,7 +17,8 @@ import numpy as np
 
 from edgecifar.bench.devices import Job
 from edgecifar.errors import EdgeCifarError
-from edgecifar.runtime import LOADERS, missing_runtime
+from edgecifar.runtime import LOADERS, locate, missing_runtime
+from edgecifar.units import mib_to_mb
 
 MANIFEST = "edgecifar.json"
 FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
@@ -81,11 +82,15 @@ def runnable_here(files: list[tuple[Path, str | None]]) -> tuple[list[tuple[Path
 
 
 def expand(paths: Iterable[str | Path]) -> list[tuple[Path, str | None]]:
-    """Model files from files and folders, in order, each with an error when it cannot be benched."""
+    """Model files from files and folders, in order, each with an error when it cannot be benched.
+
+    A zoo file may be named as ``edgecifar zoo`` lists it; a run folder stands for its ``export/``."""
     out: list[tuple[Path, str | None]] = []
     seen: set[Path] = set()
     for raw in paths:
-        path = Path(raw)
+        path = locate(raw)
+        if path.is_dir() and not model_files_in(path) and (path / "export").is_dir():
+            path = path / "export"   # a run folder, as export takes it
         if path.is_dir():
             files = model_files_in(path)
             if not files:
@@ -150,11 +155,14 @@ def merge(row: dict, result: dict) -> dict:
         latency_ms=lat.get("median_ms"), spread_lo_ms=lat.get("spread_lo_ms"), spread_hi_ms=lat.get("spread_hi_ms"),
         p90_ms=lat.get("p90_ms"), p99_ms=lat.get("p99_ms"), runs=lat.get("runs"), blocks=lat.get("blocks"),
         throughput_ips=result.get("throughput_ips"), batch=result.get("batch"), load_ms=result.get("load_ms"),
-        peak_rss_mb=result.get("peak_rss_mb"), tensorflow_imported=result.get("tensorflow_imported"),
+        peak_rss_mb=mib_to_mb(result.get("peak_rss_mb")),  # measured in MiB; every output says MB (edgecifar.units)
+        tensorflow_imported=result.get("tensorflow_imported"),
         status=result.get("status", "error"), error=result.get("error"),
     )
     if result.get("note"):
         row["note"] = result["note"]
+    if result.get("versions"):  # the device's runtime versions, as its worker found them
+        row["versions"] = result["versions"]
     for key, value in (result.get("figures") or {}).items():  # a device's own fields (the mcu's arena...)
         if row.get(key) is None:
             row[key] = value

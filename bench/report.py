@@ -6,11 +6,12 @@ import csv
 import io
 import json
 import math
-from collections import Counter
+import os
 from pathlib import Path
 
 from edgecifar.bench.core import fields, finite
 from edgecifar.bench.pareto import pareto_front
+from edgecifar import units
 from edgecifar.fileio import write_json, write_text
 
 
@@ -19,9 +20,7 @@ def _num(value, fmt: str, empty: str = "–") -> str:
 
 
 def _size(nbytes) -> str:
-    if not finite(nbytes):
-        return "–"
-    return f"{nbytes / 1e6:.2f} MB" if nbytes >= 1e6 else f"{nbytes / 1e3:.1f} kB"
+    return units.size(nbytes)
 
 
 def _count(value) -> str:
@@ -59,6 +58,8 @@ def table(rows: list[dict], title: str = "edgecifar bench"):
 
     front = front_indices(rows)
     names = display_names(rows)
+    batches = {r.get("batch") for r in rows if _ok(r, "throughput_ips")}
+    throughput = f"img/s @{batches.pop()}" if len(batches) == 1 else "img/s"   # the batch that ran
 
     def status(i, r):
         if r.get("status") != "ok":
@@ -89,12 +90,12 @@ def table(rows: list[dict], title: str = "edgecifar bench"):
         Column("spread ms", spread, "right"),
         Column("p90", lambda i, r: _num(r.get("p90_ms"), ".3f"), "right"),
         Column("p99", lambda i, r: _num(r.get("p99_ms"), ".3f"), "right"),
-        Column("img/s @32", lambda i, r: _num(r.get("throughput_ips"), ",.0f"), "right"),
+        Column(throughput, lambda i, r: _num(r.get("throughput_ips"), ",.0f"), "right"),
         Column("load ms", lambda i, r: _num(r.get("load_ms"), ".1f"), "right"),
         Column("peak MB", lambda i, r: _num(r.get("peak_rss_mb"), ".1f"), "right"),
         Column("status", status),
     ]
-    priority = ("status", "95% CI (n)", "thr", "prec", "runtime", "peak MB", "img/s @32", "MACs", "params", "p99", "fmt",
+    priority = ("status", "95% CI (n)", "thr", "prec", "runtime", "peak MB", throughput, "MACs", "params", "p99", "fmt",
                 "spread ms", "p90", "load ms")
     errors = [Text(f"{name}: {_short_error(r)}", style="red")
               for name, r in zip(names, rows) if r.get("status") != "ok"]
@@ -141,14 +142,20 @@ def write_csv_report(path: str | Path, rows: list[dict]) -> Path:
 
 
 def display_names(rows: list[dict]) -> list[str]:
-    """File names, prefixed by their run folder where different files share a name (ladder seeds)."""
-    paths_per_name = Counter(Path(f).name for f in {r["file"] for r in rows})
-    out = []
-    for r in rows:
-        path = Path(r["file"])
-        run = path.parent.parent if path.parent.name == "export" else path.parent
-        out.append(f"{run.name}/{path.name}" if paths_per_name[path.name] > 1 else path.name)
-    return out
+    """File names, where different files share a name prefixed by as many of their folders as it takes to
+    tell them apart (``export/`` skipped: the run folder above it names the run, as for ladder seeds)."""
+    files = list(dict.fromkeys(r["file"] for r in rows))
+    chains = {f: [Path(f).name] + [d for d in reversed(Path(os.path.abspath(f)).parent.parts[1:]) if d != "export"]
+              for f in files}
+    shown = {}
+    for name in {chain[0] for chain in chains.values()}:
+        group = [f for f in files if chains[f][0] == name]
+        depth = 1
+        while len({"/".join(reversed(chains[f][:depth])) for f in group}) < len(group) \
+                and any(len(chains[f]) > depth for f in group):
+            depth += 1
+        shown.update({f: "/".join(reversed(chains[f][:depth])) for f in group})
+    return [shown[r["file"]] for r in rows]
 
 
 def markdown(rows: list[dict], meta: dict) -> str:

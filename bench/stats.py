@@ -25,14 +25,19 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(arr, q))
 
 
+def block_count(runs: int, blocks: int) -> int:
+    """How many blocks ``runs`` timings are split into when ``blocks`` are asked for: never more than runs."""
+    return min(blocks, runs)
+
+
 def split_blocks(values: Sequence[float], blocks: int) -> list[np.ndarray]:
-    """Split ``values`` in order into ``min(blocks, len(values))`` consecutive, near-equal blocks."""
+    """Split ``values`` in order into :func:`block_count` consecutive, near-equal blocks."""
     if blocks < 1:
         raise ValueError(f"blocks must be >= 1, got {blocks}")
     arr = np.asarray(values, dtype=np.float64)
     if arr.size == 0:
         return []
-    return [b for b in np.array_split(arr, min(blocks, arr.size)) if b.size]
+    return [b for b in np.array_split(arr, block_count(arr.size, blocks)) if b.size]
 
 
 def block_medians(values: Sequence[float], blocks: int) -> list[float]:

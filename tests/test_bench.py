@@ -118,7 +118,7 @@ def test_bad_files_get_their_own_error_rows_and_the_others_still_run(bench_model
         assert rows[name]["status"] == "error", name
         assert message in rows[name]["error"], rows[name]["error"]
         assert "\n" not in rows[name]["error"]
-    assert f"{len(expected)} of {len(expected) + 1} row(s) failed" in result.output
+    assert f"{len(expected)} of {len(expected) + 1} rows failed" in result.output
 
 
 def test_a_crashing_or_failing_worker_is_a_row_error_not_a_bench_crash(tmp_path):

@@ -1,0 +1,99 @@
+"""``edgecifar bench`` outputs that tell the truth: files of the same name get rows and confusion matrices of
+their own, no output replaces another, zoo names and run folders resolve, headers and footers come from the
+settings that ran, counts have their plurals, memory is in MB like every size, and the JSON says which CPU
+and runtime versions measured."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgecifar import zoo
+from edgecifar.bench import core
+from edgecifar.cli import main
+
+QUICK = ["--runs", "10", "--warmup", "2", "--limit", "40"]
+
+
+def bench(*args: str, data: Path):
+    return CliRunner().invoke(main, ["bench", *args, "--data", str(data)], catch_exceptions=False)
+
+
+def test_two_files_of_the_same_name_get_their_own_rows_and_confusion_matrices(bench_models, synthetic_archive,
+                                                                               tmp_path):
+    for folder, source in (("a", "tiny_int8.tflite"), ("b", "tiny_fp32.tflite")):
+        (tmp_path / folder).mkdir()
+        shutil.copy(bench_models / source, tmp_path / folder / "model_int8.tflite")
+    conf, md = tmp_path / "confusion", tmp_path / "bench.md"
+    result = bench(str(tmp_path / "a" / "model_int8.tflite"), str(tmp_path / "b" / "model_int8.tflite"), *QUICK,
+                   "--confusion", str(conf), "--markdown", str(md), data=synthetic_archive)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in conf.glob("*.png")) == ["a_model_int8_tflite.png", "b_model_int8_tflite.png"]
+    for name in ("a/model_int8.tflite", "b/model_int8.tflite"):
+        assert f"{name}: most confused" in result.stdout
+        assert f"| {name} |" in md.read_text()
+        assert name in result.stdout.split("most confused")[0]          # the table row
+
+
+def test_one_run_never_writes_two_of_its_outputs_to_the_same_file(bench_models, synthetic_archive, tmp_path):
+    same = tmp_path / "out.txt"
+    result = bench(str(bench_models / "tiny_int8.tflite"), *QUICK, "--json", str(same), "--csv", str(same),
+                   data=synthetic_archive)
+    assert result.exit_code == 2 and not same.exists()
+    assert result.stderr == f"error: {same}: named by both --json and --csv; give each its own file\n"
+
+
+def test_a_run_folder_is_benched_through_its_export_folder(bench_models, synthetic_archive, tmp_path):
+    run = tmp_path / "runs" / "baseline-seed0"
+    (run / "export").mkdir(parents=True)
+    shutil.copy(bench_models / "tiny_int8.tflite", run / "export" / "baseline_int8.tflite")
+    out = tmp_path / "r.json"
+    result = bench(str(run), *QUICK, "--json", str(out), data=synthetic_archive)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["file"], r["status"]) for r in rows] == [(str(run / "export" / "baseline_int8.tflite"), "ok")]
+
+
+def test_a_zoo_file_is_benched_by_the_name_edgecifar_zoo_lists(synthetic_archive, tmp_path, monkeypatch):
+    shipped = [e["file"] for e in zoo.load_manifest().get("files", []) if e["file"].endswith(".tflite")]
+    if not shipped:
+        pytest.skip("no models shipped yet")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "r.json"
+    result = bench(shipped[0], *QUICK, "--json", str(out), data=synthetic_archive)
+    assert result.exit_code == 0, result.output
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["file"] == str(zoo.ZOO_DIR / shipped[0]) and row["status"] == "ok"
+
+
+def test_headers_and_footers_come_from_the_settings_that_ran(bench_models, synthetic_archive, tmp_path):
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    result = bench(str(bench_models / "tiny_int8.tflite"), "--runs", "3", "--blocks", "5", "--batch", "7",
+                   "--warmup", "1", "--limit", "40", "--json", str(out), "--markdown", str(md), data=synthetic_archive)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["meta"]["blocks"] == doc["rows"][0]["blocks"] == 3 and doc["rows"][0]["batch"] == 7
+    assert "3 runs in 3 blocks after 1 warm-up" in result.stderr
+    assert "lat ms = median of 3 block medians of 3 batch-1 runs" in result.stdout
+    assert "img/s @7" in result.stdout and "img/s @32" not in result.stdout
+    assert "median of 3 block medians of 3 runs" in md.read_text() and "throughput at batch 7" in md.read_text()
+
+
+def test_counts_of_one_are_singular(bench_models, synthetic_archive):
+    result = bench(str(bench_models / "tiny_int8.tflite"), "--runs", "10", "--warmup", "1", "--limit", "1",
+                   data=synthetic_archive)
+    assert result.exit_code == 0, result.output
+    assert "bench: 1 file x threads 1 on cpu; 1 test image from " in result.stderr
+    assert f"  {bench_models / 'tiny_int8.tflite'} (1 thread): ok" in result.stderr
+    assert "(1 test image)" in result.stdout
+    assert "(s)" not in result.output and "1 test images" not in result.output
+
+
+def test_peak_memory_measured_in_mib_is_reported_in_mb():
+    row = core.merge(core.base_row(Path("x.tflite"), "cpu", 1), {"status": "ok", "peak_rss_mb": 50.0})
+    assert row["peak_rss_mb"] == pytest.approx(50.0 * 1024 ** 2 / 1e6)       # 52.4 MB: SI, like file sizes
+
