@@ -601,11 +601,21 @@ class MCUDevice(Device):
         return None if full_integer else f"{path}: not a full-integer file (a microcontroller runs int8 files)"
 
     def run(self, job: Job) -> dict:
-        return run_module(self.python, self.module, [str(job.file), "--images", str(job.images)], job.timeout)
+        result = run_module(self.python, self.module, [str(job.file), "--images", str(job.images)], job.timeout)
+        return self._crash_named(result, job.file)
 
     def check(self, path: Path, timeout: float = 300.0) -> dict:
         """Ops, smallest arena and fit of one file, without images (the export's check), in its own process."""
-        return run_module(self.python, self.module, [str(path)], timeout)
+        return self._crash_named(run_module(self.python, self.module, [str(path)], timeout), path)
+
+    @staticmethod
+    def _crash_named(result: dict, path: Path) -> dict:
+        """TFLite Micro aborts on some files (a CHECK in a kernel's Prepare, e.g. a softmax whose input
+        scale is ~1e-9) where LiteRT runs them: say so instead of "worker crashed"."""
+        m = re.fullmatch(r"worker crashed \((.+)\)", result.get("error") or "")
+        if m:
+            result["error"] = f"{path}: TFLite Micro crashed ({m.group(1)}) preparing or running this file"
+        return result
 
     def table(self, rows: list[dict], title: str):
         from edgecifar.bench import mcu

@@ -81,7 +81,10 @@ def micro_check(path: Path) -> dict:
     except EdgeCifarError as exc:
         return {"runs": None, "arena_bytes": None, "unsupported_ops": [], "summary": f"not checked: {exc}"}
     figures = result.get("figures") or {}
-    if not figures:  # the check itself failed (a crash, a bad file): its error, not a verdict
+    if "TFLite Micro crashed" in (result.get("error") or ""):  # it aborts on this file: that is a verdict
+        return {"runs": False, "arena_bytes": None, "unsupported_ops": [],
+                "summary": result["error"].replace(f"{path}: ", "")}
+    if not figures:  # the check itself failed (a bad file, a timeout): its error, not a verdict
         return {"runs": None, "arena_bytes": None, "unsupported_ops": [],
                 "summary": f"not checked: {result.get('error', 'no result')}"}
     return {"runs": result.get("status") == "ok", "arena_bytes": figures.get("arena_bytes"),
