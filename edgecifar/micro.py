@@ -88,7 +88,10 @@ def fits(arena: int | None, flash: int | None, chips: tuple[Chip, ...] = CHIPS) 
 
 
 def installed() -> bool:
-    return importlib.util.find_spec("tflite_micro") is not None
+    try:
+        return importlib.util.find_spec("tflite_micro") is not None
+    except (ImportError, ValueError):  # a broken or blocked install counts as none
+        return False
 
 
 def _runtime():

@@ -306,3 +306,30 @@ def test_every_registered_model_converts_to_int8_and_runs_in_tflite_micro_unless
     else:
         assert check["status"] == "ok", check.get("error")
         assert figures["arena_bytes"] > 0 and figures["unsupported_ops"] == []
+
+
+WITHOUT_TFLITE_MICRO = """
+import sys
+class Absent:  # what the import system sees where tflite-micro is not installed
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "tflite_micro":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Absent())
+"""
+
+
+def test_without_tflite_micro_bench_says_which_extra_and_export_says_so_in_its_column(relu_int8, synthetic_archive):
+    bench = WITHOUT_TFLITE_MICRO + (f"sys.argv = ['edgecifar', 'bench', {str(relu_int8)!r}, '--device', 'mcu', "
+                                    f"'--data', {str(synthetic_archive)!r}]\n"
+                                    "from edgecifar.cli import main\nmain()")
+    proc = subprocess.run([sys.executable, "-c", bench], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == ("error: --device mcu needs TFLite Micro "
+                                                    "(pip install 'edgecifar[mcu]')")
+    check = WITHOUT_TFLITE_MICRO + ("import json\nfrom edgecifar.export.validate import micro_check\n"
+                                    f"print(json.dumps(micro_check({str(relu_int8)!r})))")
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    verdict = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert verdict["runs"] is None
+    assert verdict["summary"] == "not checked: tflite-micro is not installed (pip install 'edgecifar[mcu]')"
