@@ -24,6 +24,7 @@ from edgecifar import micro
 from edgecifar.bench.devices import device_result
 from edgecifar.bench.worker import PREFIX
 from edgecifar.errors import one_line
+from edgecifar.units import percent, size
 
 NOTE = ("mcu: TFLite Micro's reference kernels on this CPU (accuracy, arena, flash); "
         "no latency is claimed for a chip")
@@ -84,10 +85,6 @@ def main(argv: list[str] | None = None) -> int:
 
 # --------------------------------------------------------------------------- how mcu rows are shown
 
-def _kib(value) -> str:
-    return f"{value / 1024:,.1f} KiB" if isinstance(value, (int, float)) and value == value else "–"
-
-
 def _macs(value) -> str:
     return f"{value / 1e6:.2f}M" if isinstance(value, (int, float)) and value == value else "–"
 
@@ -100,12 +97,12 @@ def _cells(r: dict) -> dict[str, str]:
     fits = r.get("fits") or []
     return {
         "file": Path(r["file"]).name,
-        "flash": _kib(r.get("flash_bytes", r.get("bytes"))),
+        "flash": size(r.get("flash_bytes", r.get("bytes"))),
         "MACs": _macs(r.get("macs")),
-        "arena": _kib(r.get("arena_bytes")) if r.get("arena_bytes") else "–",
-        "top-1": f"{100 * acc:.1f}%" if has_acc else "–",
+        "arena": size(r.get("arena_bytes")),
+        "top-1": percent(acc) if has_acc else "–",
         "95% CI (n)": (f"[{100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f}] ({r['images']})" if has_acc else "–"),
-        "agree LiteRT": f"{100 * agree:.1f}%" if isinstance(agree, float) and agree == agree else "–",
+        "agree LiteRT": percent(agree),
         "fits": _fits(fits) if r.get("arena_bytes") else "–",
         "status": "ok" if ok else (r.get("error") or "error").replace(f"{r['file']}: ", ""),
     }

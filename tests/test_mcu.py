@@ -244,6 +244,7 @@ def test_mcu_table_keeps_file_flash_arena_and_top1_whole_at_80_columns():
     from rich.console import Console
 
     from edgecifar.bench import mcu
+    from edgecifar.units import size
 
     nan = float("nan")
     rows = [{"file": "/x/a_rather_long_model_name_int8.tflite", "status": "ok", "bytes": 93_896,
@@ -257,7 +258,7 @@ def test_mcu_table_keeps_file_flash_arena_and_top1_whole_at_80_columns():
         console.print(mcu.table(rows, "mcu"))
         text = console.export_text()
         assert max(len(line) for line in text.splitlines()) <= width
-        for whole in ("a_rather_long_model_name_int8.tflite", "91.7 KiB", "45.3 KiB", "9.4%"):
+        for whole in ("a_rather_long_model_name_int8.tflite", size(93_896), size(46_408), "9.4%"):
             assert whole in text, (width, whole)
         assert "edge_tiny_int8.tflite: TFLite Micro lacks GELU (x6)" in text
     assert "6 of 6" in text and "95.7%" in text          # at 160 columns the other columns join
