@@ -1,9 +1,12 @@
 """Summarise training runs of the seed ladder beside the seed notebook's published numbers.
 
-``python -m edgecifar.bench.ladder RUNS_DIR [--out FILE.md] [--csv FILE.csv]`` reads every
-``RUNS_DIR/*/metrics.json`` and writes, per recipe: seeds, test accuracy mean and spread (min-max),
-validation accuracy, its range over the last epochs (``history.csv``: how much the final-epoch figure owes
-to luck), epochs actually run and the test image count, with the reference figure.
+``python -m edgecifar.bench.ladder RUNS_DIR... [--out FILE.md] [--csv FILE.csv]`` reads every
+``RUNS_DIR/*/metrics.json`` and writes, per rung and protocol (``notebook``: the notebook's way; ``sound``: a
+decaying rate and the best validation epoch, recipes ``RUNG_sound``, train/recipes.py): seeds, test accuracy
+mean and spread (min-max), validation accuracy, its range over the last epochs (``history.csv``: how much the
+final-epoch figure owes to luck), epochs actually run and the test image count, with the reference figure.
+Rows already in the ``--csv`` file whose runs are not in RUNS_DIR are kept as they are, so a table can grow
+by a protocol on a machine that no longer holds the earlier runs.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgecifar.fileio import write_text
+from edgecifar.train.recipes import PROTOCOLS, ladder_protocol
 
 #: The reference notebook's figures (full official test set, 10,000 images; backbone width 1.0).
 SEED_NOTEBOOK: dict[str, float] = {
@@ -29,7 +33,8 @@ LAST_EPOCHS = 5   # the validation range column covers this many final epochs of
 
 @dataclass(frozen=True)
 class LadderRow:
-    recipe: str
+    recipe: str                   # the rung (``bn_gap``), its protocol apart
+    protocol: str
     seeds: tuple[int, ...]
     test_mean: float
     test_min: float
@@ -56,34 +61,40 @@ def load_runs(root: Path) -> list[dict]:
     return runs
 
 
+def ordered(rows: list[LadderRow]) -> list[LadderRow]:
+    """Ladder order first, then the others by name; within a rung, the protocols in their table's order."""
+    rank = lambda r: (ORDER.index(r.recipe) if r.recipe in ORDER else len(ORDER), r.recipe,  # noqa: E731
+                      list(PROTOCOLS).index(r.protocol) if r.protocol in PROTOCOLS else len(PROTOCOLS))
+    return sorted(rows, key=rank)
+
+
 def summarise(runs: list[dict]) -> list[LadderRow]:
-    """One row per recipe (ladder order first), aggregating seeds."""
-    by_recipe: dict[str, list[dict]] = {}
+    """One row per rung and protocol, aggregating seeds."""
+    by_recipe: dict[tuple[str, str], list[dict]] = {}
     for m in runs:
-        by_recipe.setdefault(m["recipe"], []).append(m)
-    names = [n for n in ORDER if n in by_recipe] + sorted(n for n in by_recipe if n not in ORDER)
+        by_recipe.setdefault(ladder_protocol(m["recipe"]), []).append(m)
     rows = []
-    for name in names:
-        ms = sorted(by_recipe[name], key=lambda m: m["seed"])
+    for (name, protocol), ms in by_recipe.items():
+        ms = sorted(ms, key=lambda m: m["seed"])
         tests = [m["test_accuracy"] for m in ms]
         last = [v for m in ms for v in m.get("val_history", [])[-LAST_EPOCHS:]]
-        rows.append(LadderRow(name, tuple(m["seed"] for m in ms), statistics.fmean(tests), min(tests), max(tests),
+        rows.append(LadderRow(name, protocol, tuple(m["seed"] for m in ms), statistics.fmean(tests), min(tests), max(tests),
                               statistics.fmean(m["val_accuracy"] for m in ms),
                               min(last) if last else None, max(last) if last else None, tuple(m["epochs"] for m in ms),
                               ms[0]["test_images"], ms[0].get("train_images", 0),
                               statistics.fmean(m.get("train_seconds", 0.0) for m in ms) / 60, SEED_NOTEBOOK.get(name)))
-    return rows
+    return ordered(rows)
 
 
 def markdown(rows: list[LadderRow]) -> str:
     """The table, then one line naming the data behind it (the notebook used the official 50,000/10,000)."""
-    out = ["| recipe | seeds | test accuracy, mean (min–max) | test images | validation accuracy | "
+    out = ["| recipe | protocol | seeds | test accuracy, mean (min–max) | test images | validation accuracy | "
            f"validation, last {LAST_EPOCHS} epochs (min–max) | epochs run | training, min (mean) | "
-           "seed notebook (10,000 images) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "seed notebook (10,000 images) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         ref = f"{r.reference:.1%}" if r.reference is not None else "—"
         last = f"{r.val_last_min:.1%}–{r.val_last_max:.1%}" if r.val_last_min is not None else "—"
-        out.append(f"| `{r.recipe}` | {len(r.seeds)} | {r.test_mean:.1%} ({r.test_min:.1%}–{r.test_max:.1%}) | "
+        out.append(f"| `{r.recipe}` | {r.protocol} | {len(r.seeds)} | {r.test_mean:.1%} ({r.test_min:.1%}–{r.test_max:.1%}) | "
                    f"{r.test_images:,} | {r.val_mean:.1%} | {last} | {', '.join(map(str, r.epochs))} | "
                    f"{r.train_minutes:.1f} | {ref} |")
     trained = sorted({r.train_images for r in rows})
@@ -94,24 +105,46 @@ def markdown(rows: list[LadderRow]) -> str:
 def to_csv(rows: list[LadderRow]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["recipe", "seeds", "test_mean", "test_min", "test_max", "test_images", "val_mean", "val_last_min",
+    w.writerow(["recipe", "protocol", "seeds", "test_mean", "test_min", "test_max", "test_images", "val_mean", "val_last_min",
                 "val_last_max", "epochs", "train_images", "train_minutes", "seed_notebook"])
     opt = lambda v: f"{v:.4f}" if v is not None else ""  # noqa: E731
     for r in rows:
-        w.writerow([r.recipe, " ".join(map(str, r.seeds)), f"{r.test_mean:.4f}", f"{r.test_min:.4f}",
+        w.writerow([r.recipe, r.protocol, " ".join(map(str, r.seeds)), f"{r.test_mean:.4f}", f"{r.test_min:.4f}",
                     f"{r.test_max:.4f}", r.test_images, f"{r.val_mean:.4f}", opt(r.val_last_min), opt(r.val_last_max),
                     " ".join(map(str, r.epochs)),
                     r.train_images, f"{r.train_minutes:.2f}", r.reference if r.reference is not None else ""])
     return buf.getvalue()
 
 
+def from_csv(text: str) -> list[LadderRow]:
+    """Rows written by ``to_csv``; a file from before the protocol column holds ``notebook`` rows."""
+    num = lambda v: float(v) if v != "" else None  # noqa: E731
+    ints = lambda v: tuple(int(x) for x in v.split())  # noqa: E731
+    return [LadderRow(r["recipe"], r.get("protocol") or "notebook", ints(r["seeds"]), float(r["test_mean"]),
+                      float(r["test_min"]), float(r["test_max"]), float(r["val_mean"]), num(r["val_last_min"]),
+                      num(r["val_last_max"]), ints(r["epochs"]), int(r["test_images"]), int(r["train_images"]),
+                      float(r["train_minutes"]), num(r["seed_notebook"]))
+            for r in csv.DictReader(io.StringIO(text))]
+
+
+def merge(kept: list[LadderRow], fresh: list[LadderRow]) -> list[LadderRow]:
+    """``fresh`` rows, plus the ``kept`` rows of rungs and protocols that ``fresh`` does not cover."""
+    covered = {(r.recipe, r.protocol) for r in fresh}
+    return ordered(fresh + [r for r in kept if (r.recipe, r.protocol) not in covered])
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", type=Path)
+    ap.add_argument("runs", type=Path, nargs="+")
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--csv", type=Path)
+    ap.add_argument("--csv", type=Path, help="also read back: its rows without runs here are kept")
     args = ap.parse_args(argv)
-    rows = summarise(load_runs(args.runs))
+    rows = summarise([m for root in args.runs for m in load_runs(root)])
+    if args.csv and args.csv.exists():
+        try:
+            rows = merge(from_csv(args.csv.read_text()), rows)
+        except (KeyError, ValueError) as exc:
+            raise SystemExit(f"{args.csv}: not a ladder table written by this command ({type(exc).__name__}: {exc})")
     text = markdown(rows)
     if args.out:
         write_text(args.out, text)

@@ -169,3 +169,22 @@ def test_the_seed_notebook_augmentation_keeps_shape_and_range():
     out = seed_notebook(images, tf.constant([0, 0], tf.int64)).numpy()
     assert out.shape == (4, 32, 32, 3) and out.min() >= 0 and out.max() <= 255
     assert not np.allclose(out, images.numpy())
+
+
+def test_a_checkpoint_keeps_the_dropout_random_state_that_a_keras_file_alone_loses(tmp_path):
+    import keras
+
+    from edgecifar.train.runner import State, build_model, compile_model, load_checkpoint, save_checkpoint
+
+    recipe = recipes.get("deeper")
+    model = build_model(recipe)
+    compile_model(model, recipe, 1, 1)
+    x = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3)).astype(np.float32)
+    model.fit(x, keras.utils.to_categorical(np.arange(64) % 10, 10), batch_size=32, verbose=0)
+    state = lambda m: [np.asarray(v.value) for v in m.variables if v.path.endswith("seed_generator_state")]  # noqa: E731
+    assert state(model) and state(model)[0][1] > 0  # dropout drew masks: its counter moved
+    save_checkpoint(tmp_path, model, State(epochs_done=1))
+    plain = keras.models.load_model(next((tmp_path / "checkpoint").glob("epoch-001.keras")))
+    assert not all(np.array_equal(a, b) for a, b in zip(state(model), state(plain)))  # what Keras alone restores
+    resumed, _ = load_checkpoint(tmp_path)
+    assert all(np.array_equal(a, b) for a, b in zip(state(model), state(resumed)))

@@ -33,7 +33,8 @@ class Recipe:
     weight_decay: float = 0.0             # decoupled (scaled by the learning rate), SGD only
     label_smoothing: float = 0.0
     augment: Augment = "none"
-    early_stopping: int | None = None     # patience in epochs on validation loss, best weights restored
+    early_stopping: int | None = None     # patience in epochs on the ``select`` figure (best weights restored)
+    select: Literal["last", "val_loss", "val_accuracy"] = "last"   # the epoch kept: the last, or the best by this
     mixed_bfloat16: bool = False          # helps plain convolutions on this CPU, hurts depthwise ones
     ema: float | None = None              # per-step decay of the weight average evaluated and shipped (train/ema.py)
     whiten_stem: bool = False             # stem = frozen PCA whitening of training patches (train/whiten.py)
@@ -67,7 +68,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("bn_gap", "bn_gap", f"{_LADDER}: + BatchNorm, global average pooling", 20, 64),
     Recipe("l2", "l2", f"{_LADDER}: + L2 weight decay 1e-4", 20, 64),
     Recipe("early_stop", "l2", f"{_LADDER}: l2 with early stopping (patience 3) on validation loss",
-           20, 64, early_stopping=3),
+           20, 64, early_stopping=3, select="val_loss"),
     Recipe("augment", "l2", f"{_LADDER}: l2 with rotation 15, shifts 0.1, zoom 0.1, horizontal flip",
            20, 64, augment="seed"),
     Recipe("mnv2_dense128", "mnv2_dense128", "frozen ImageNet MobileNetV2 @96, GAP-Dense128-Dense10", 5, 32,
@@ -101,6 +102,30 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            mixed_bfloat16=True, distill="edge_best_int8.tflite", distill_alpha=0.5, **_SGD),
 ]}
 
+# The seed ladder under a sound protocol (issue 12): the same architectures, epochs and batch; Adam decaying on a
+# cosine from the notebook's constant 1e-3; BatchNorm momentum 0.99 stated (Keras' default: after one epoch of
+# 547 steps, 0.4% of older statistics remain, train/finetune.stale_share); the epoch with the best validation
+# accuracy kept (early_stop keeps its patience on validation loss and restores that epoch).
+LADDER_RUNGS = ("baseline", "deeper", "bn_gap", "l2", "early_stop", "augment")
+PROTOCOLS = {"notebook": "", "sound": "_sound"}   # protocol -> recipe name suffix
+
+
+def _sound(r: Recipe) -> Recipe:
+    return dataclasses.replace(r, name=r.name + PROTOCOLS["sound"], schedule="cosine", warmup=0.0, bn_momentum=0.99,
+                               select=r.select if r.early_stopping else "val_accuracy",
+                               description=f"{r.name} under the sound protocol (measured: pending)")
+
+
+RECIPES.update({s.name: s for s in (_sound(RECIPES[n]) for n in LADDER_RUNGS)})
+
+
+def ladder_protocol(name: str) -> tuple[str, str]:
+    """(rung, protocol) of a recipe name: ``bn_gap_sound`` -> (``bn_gap``, ``sound``); any other is ``notebook``."""
+    for protocol, suffix in PROTOCOLS.items():
+        if suffix and name.endswith(suffix):
+            return name[: -len(suffix)], protocol
+    return name, "notebook"
+
 
 def check_recipes(recipes: dict[str, Recipe] = RECIPES) -> None:
     """Combinations that cannot train as written, refused at import rather than after the data has loaded."""
@@ -113,6 +138,9 @@ def check_recipes(recipes: dict[str, Recipe] = RECIPES) -> None:
             raise ValueError(f"recipe {r.name}: backbone_lr applies to an unfrozen backbone under Adam")
         if r.bn_frozen and r.unfreeze_at is None:
             raise ValueError(f"recipe {r.name}: bn_frozen applies to a backbone that is unfrozen (unfreeze_at)")
+        if r.early_stopping and r.select == "last":
+            raise ValueError(f"recipe {r.name}: early stopping restores the best epoch by its select figure "
+                             "(val_loss or val_accuracy), not the last")
         if r.bn_momentum is not None and not 0.0 < r.bn_momentum < 1.0:
             raise ValueError(f"recipe {r.name}: bn_momentum must be between 0 and 1")
 

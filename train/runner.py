@@ -51,7 +51,8 @@ class RunConfig:
 
 @dataclass
 class EarlyStopper:
-    """Patience on validation loss; remembers the best epoch so its weights can be restored."""
+    """Patience on a validation figure, lower is better (the loss, or minus the accuracy); remembers the best
+    epoch so its weights can be restored. Without patience it never stops and only selects."""
 
     patience: int | None
     best: float = float("inf")
@@ -182,7 +183,8 @@ def save_checkpoint(run_dir: Path, model, state: State, ema=None) -> None:
         model.save(tmp)
     if ema is not None:
         ema.save(ckpt / f"{stem}.ema.npz")
-    write_json(ckpt / "state.json", {**asdict(state), "model": f"{stem}.keras"})
+    seeds = [np.asarray(v.value).tolist() for v in _seed_states(model)]
+    write_json(ckpt / "state.json", {**asdict(state), "model": f"{stem}.keras", "seed_states": seeds})
     for old in ckpt.glob("epoch-*"):
         if not old.name.startswith(f"{stem}."):
             old.unlink()
@@ -201,9 +203,17 @@ def load_checkpoint(run_dir: Path):
     try:
         raw = json.loads(path.read_text())
         model = keras.models.load_model(run_dir / CHECKPOINT / raw.pop("model"))
+        for v, value in zip(_seed_states(model), raw.pop("seed_states", [])):
+            v.assign(np.asarray(value).astype(v.dtype))
     except Exception as exc:
         raise EdgeCifarError(f"{path}: checkpoint unreadable ({type(exc).__name__}: {exc})") from None
     return model, State(**raw)
+
+
+def _seed_states(model) -> list:
+    """Dropout's random-number states: a .keras file does not keep them (Keras 3.15 reloads fresh ones), so a
+    resumed run would draw other dropout masks; the checkpoint's state.json keeps them."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
 
 
 # --------------------------------------------------------------------------- the run
@@ -301,8 +311,8 @@ def _run(cfg: RunConfig, console, dist) -> dict:
                     row["ema_val_accuracy"] = float(_evaluate(model, x_val, y_val)[1])
             state.history.append(row)
             state.train_seconds += cb.seconds
-            stop = stopper.update(epoch, val_loss)
-            if recipe.early_stopping and stopper.best_epoch == epoch:
+            stop = stopper.update(epoch, -float(val_acc) if recipe.select == "val_accuracy" else float(val_loss))
+            if recipe.select != "last" and stopper.best_epoch == epoch:
                 with atomic_path(best_weights, suffix=".weights.h5") as tmp:
                     model.save_weights(tmp)
             state.epochs_done, state.stopper = epoch + 1, asdict(stopper)
@@ -314,10 +324,10 @@ def _run(cfg: RunConfig, console, dist) -> dict:
                 f"val_loss {row['val_loss']:.4f} val_acc {percent(row['val_accuracy'], 2)}{averaged} "
                 f"{row['images_per_s']:,.0f} img/s {row['seconds']:.1f}s")
             if stop:
-                progress.console.print(f"early stopping: no better validation loss for {recipe.early_stopping} "
+                progress.console.print(f"early stopping: no better {recipe.select} for {recipe.early_stopping} "
                                        f"epochs; restoring epoch {stopper.best_epoch + 1}")
 
-    if recipe.early_stopping and best_weights.exists():
+    if recipe.select != "last" and best_weights.exists():
         model.load_weights(best_weights)
     if ema is not None:
         ema.copy_to_model()
@@ -328,7 +338,7 @@ def _run(cfg: RunConfig, console, dist) -> dict:
         "recipe": recipe.name, "model": recipe.model, "seed": cfg.seed,
         "epochs": state.epochs_done, "epochs_planned": recipe.epochs, "batch_size": recipe.batch_size,
         "stopped_early": state.stopped_early,
-        "best_epoch": stopper.best_epoch + 1 if recipe.early_stopping else None,
+        "best_epoch": stopper.best_epoch + 1 if recipe.select != "last" else None,
         "train_seconds": round(state.train_seconds, 1),
         "images_per_s": round(float(np.median(per_epoch_ips)), 1),
         "parameters": count_params(final), "macs": count_macs(final),
@@ -367,9 +377,9 @@ def _weight_average(model, recipe: Recipe, run_dir: Path, state: State, dist):
     """The recipe's weight average (train/ema.py), restored from the checkpoint when resuming; or None."""
     if not recipe.ema:
         return None
-    if dist is not None or recipe.early_stopping:
-        raise EdgeCifarError(f"recipe {recipe.name}: weight averaging (ema) works in a single process without "
-                             "early stopping")
+    if dist is not None or recipe.select != "last":
+        raise EdgeCifarError(f"recipe {recipe.name}: weight averaging (ema) works in a single process that keeps "
+                             "the last epoch (no early stopping or selection)")
     from edgecifar.train.ema import WeightEMA
 
     ema = WeightEMA(model, recipe.ema)
