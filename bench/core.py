@@ -18,7 +18,6 @@ import numpy as np
 from edgecifar.bench.devices import Job
 from edgecifar.errors import EdgeCifarError
 from edgecifar.runtime import LOADERS, locate, missing_runtime
-from edgecifar.units import mib_to_mb
 
 MANIFEST = "edgecifar.json"
 FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
@@ -155,8 +154,7 @@ def merge(row: dict, result: dict) -> dict:
         latency_ms=lat.get("median_ms"), spread_lo_ms=lat.get("spread_lo_ms"), spread_hi_ms=lat.get("spread_hi_ms"),
         p90_ms=lat.get("p90_ms"), p99_ms=lat.get("p99_ms"), runs=lat.get("runs"), blocks=lat.get("blocks"),
         throughput_ips=result.get("throughput_ips"), batch=result.get("batch"), load_ms=result.get("load_ms"),
-        peak_rss_mb=mib_to_mb(result.get("peak_rss_mb")),  # measured in MiB; every output says MB (edgecifar.units)
-        tensorflow_imported=result.get("tensorflow_imported"),
+        peak_rss_mb=result.get("peak_rss_mb"), tensorflow_imported=result.get("tensorflow_imported"),
         status=result.get("status", "error"), error=result.get("error"),
     )
     if result.get("note"):

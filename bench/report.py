@@ -92,10 +92,10 @@ def table(rows: list[dict], title: str = "edgecifar bench"):
         Column("p99", lambda i, r: _num(r.get("p99_ms"), ".3f"), "right"),
         Column(throughput, lambda i, r: _num(r.get("throughput_ips"), ",.0f"), "right"),
         Column("load ms", lambda i, r: _num(r.get("load_ms"), ".1f"), "right"),
-        Column("peak MB", lambda i, r: _num(r.get("peak_rss_mb"), ".1f"), "right"),
+        Column("peak MiB", lambda i, r: _num(r.get("peak_rss_mb"), ".1f"), "right"),
         Column("status", status),
     ]
-    priority = ("status", "95% CI (n)", "thr", "prec", "runtime", "peak MB", throughput, "MACs", "params", "p99", "fmt",
+    priority = ("status", "95% CI (n)", "thr", "prec", "runtime", "peak MiB", throughput, "MACs", "params", "p99", "fmt",
                 "spread ms", "p90", "load ms")
     errors = [Text(f"{name}: {_short_error(r)}", style="red")
               for name, r in zip(names, rows) if r.get("status") != "ok"]
@@ -165,7 +165,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
             f"batch-1 latency = median of {meta.get('blocks')} block medians of {meta.get('runs')} runs after "
             f"{meta.get('warmup')} warm-up; throughput at batch {meta.get('batch')}; commit {meta.get('commit')}.")
     cols = ["file", "prec", "runtime", "thr", "size", "params", "MACs", "top-1 [95% CI]", "lat ms (spread)",
-            "p99 ms", "img/s", "peak MB", "status"]
+            "p99 ms", "img/s", "peak MiB", "status"]
     lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for i, (r, shown) in enumerate(zip(rows, display_names(rows))):
         ok = r.get("status") == "ok"

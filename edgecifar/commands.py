@@ -31,6 +31,7 @@ def models() -> None:
 def zoo() -> None:
     """List the models shipped with the package: accuracy, size and latency."""
     from edgecifar.tables import Column, FittedTable
+    from edgecifar.units import size
     from edgecifar.zoo import ZOO_DIR, load_manifest
 
     entries = load_manifest().get("files", [])
@@ -57,7 +58,7 @@ def zoo() -> None:
         Column("file", lambda i, e: e["file"], keep=True),
         Column("model", lambda i, e: e.get("model", "")),
         Column("precision", lambda i, e: e.get("precision", "")),
-        Column("size", lambda i, e: f"{e.get('bytes', 0) / 1e3:,.0f} kB", "right", keep=True),
+        Column("size", lambda i, e: size(e.get("bytes")), "right", keep=True),
         Column("params", lambda i, e: f"{e['parameters']:,}" if e.get("parameters") else "–", "right"),
         Column("val acc (n)", val_acc, "right"),
         Column("test acc", test_acc, "right", keep=True),

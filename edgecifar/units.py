@@ -1,8 +1,10 @@
 """How every command writes numbers for people: one convention, in one place.
 
-- **Sizes are SI**: 1 kB = 1,000 bytes, 1 MB = 1,000,000 bytes (as ``ls --si`` and file managers count;
-  the zoo's "100 kB" and "5 MB" budgets mean exactly that). Memory too: the kernel counts resident
-  memory in KiB, so a peak of 52 MiB is written 54.5 MB.
+- **Sizes are binary, with IEC symbols**: 1 KiB = 1,024 bytes, 1 MiB = 1,048,576 bytes, for files and memory
+  alike. Every memory figure we read is binary already (the kernel's VmHWM, ``benchmark_model``'s "MB",
+  TensorFlow Lite Micro's arena, a microcontroller's SRAM and flash), so nothing is converted, and the
+  symbol cannot be misread as 1,000. Exact byte counts are written as ``98,176 B``.
+  (``peak_rss_mb`` in bench JSON keeps its historical name; its value is MiB.)
 - **Accuracy is a percentage** in human output (tables, progress lines); a difference of two accuracies
   is in points. Files for programs (JSON, CSV, metrics.json) keep fractions 0-1.
 - **Counts** carry thousands separators and the right plural: "1 epoch", "2,000 test images".
@@ -14,9 +16,8 @@ from __future__ import annotations
 
 import math
 
-KB = 1000
-MB = 1000 ** 2
-MIB = 1024 ** 2  # what /proc and benchmark_model measure memory in
+KIB = 1024
+MIB = 1024 ** 2
 
 
 def _finite(value) -> bool:
@@ -24,19 +25,14 @@ def _finite(value) -> bool:
 
 
 def size(nbytes, empty: str = "–") -> str:
-    """``812 B``, ``95.7 kB``, ``2.02 MB`` (SI: kB = 1,000 bytes)."""
+    """``812 B``, ``93.4 KiB``, ``1.92 MiB``."""
     if not _finite(nbytes):
         return empty
-    if nbytes >= MB:
-        return f"{nbytes / MB:.2f} MB"
-    if nbytes >= KB:
-        return f"{nbytes / KB:.1f} kB"
+    if nbytes >= MIB:
+        return f"{nbytes / MIB:.2f} MiB"
+    if nbytes >= KIB:
+        return f"{nbytes / KIB:.1f} KiB"
     return f"{nbytes:.0f} B"
-
-
-def mib_to_mb(mib):
-    """A memory figure measured in MiB (VmHWM, benchmark_model) in MB (10^6 bytes); non-numbers pass through."""
-    return mib * MIB / MB if _finite(mib) else mib
 
 
 def percent(fraction, digits: int = 1, empty: str = "–") -> str:

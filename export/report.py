@@ -8,8 +8,9 @@ from rich.table import Table
 
 from edgecifar.export.pipeline import Outcome, Report
 from edgecifar.export.validate import DROP, FAILED
+from edgecifar.units import percent, size
 
-COLUMNS = ("file", "KB", "accuracy", "drop", "agree", "max diff", "status", "TFLite Micro")
+COLUMNS = ("file", "size", "accuracy", "drop", "agree", "max diff", "status", "TFLite Micro")
 
 
 def status_text(outcome: Outcome, threshold: float) -> str:
@@ -38,17 +39,17 @@ def _num(value: float | None, fmt: str) -> str:
 
 
 def table(report: Report, threshold: float) -> Table:
-    """Size in KB, accuracy on the validation images, drop in points against Keras, top-1 agreement
-    with Keras, largest absolute difference of any probability, status."""
+    """Size (KiB, edgecifar.units), accuracy on the validation images in percent, drop in points against
+    Keras, top-1 agreement with Keras in percent, largest absolute difference of any probability, status."""
     t = Table(title=f"{report.name} -> {report.out} ({report.images:,} validation images)",
               box=box.SIMPLE_HEAD, title_justify="left")
     for col in COLUMNS:
         t.add_column(col, justify="left" if col in ("file", "status", "TFLite Micro") else "right",
                      no_wrap=col not in ("status", "TFLite Micro"))
-    t.add_row("model.keras", "", f"{report.keras_accuracy:.4f}", "", "", "", "Keras reference", "")
+    t.add_row("model.keras", "", percent(report.keras_accuracy, 2), "", "", "", "Keras reference", "")
     for o in report.outcomes:
         v = o.validation
-        t.add_row(o.path.name, f"{o.path.stat().st_size / 1024:,.1f}" if o.written else "-",
-                  _num(v.accuracy, ".4f"), _num(v.drop, "+.2f"), _num(v.agreement, ".4f"),
+        t.add_row(o.path.name, size(o.path.stat().st_size) if o.written else "-",
+                  percent(v.accuracy, 2, "-"), _num(v.drop, "+.2f"), percent(v.agreement, 2, "-"),
                   _num(v.max_abs_diff, ".1e"), status_text(o, threshold), micro_text(o))
     return t

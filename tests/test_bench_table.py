@@ -16,6 +16,7 @@ from rich.console import Console
 from edgecifar import data, zoo
 from edgecifar.bench import core, report
 from edgecifar.bench.devices import Job, LocalDevice
+from edgecifar.units import size
 
 WIDTHS = (80, 120)
 LONG_NAME = "mnv2_w1.0_96_random_int8.tflite"  # the longest name in bench/results
@@ -71,7 +72,7 @@ def test_bench_table_shows_more_columns_on_a_wider_terminal(bench_rows):
     narrow, wide = (headers(render(report.table(bench_rows), w)) for w in WIDTHS)
     assert {"file", "size", "top-1", "lat ms"} <= narrow < wide
     everything = headers(render(report.table(bench_rows), 400))
-    assert wide < everything and {"p99", "load ms", "peak MB", "spread ms"} <= everything
+    assert wide < everything and {"p99", "load ms", "peak MiB", "spread ms"} <= everything
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -88,6 +89,6 @@ def test_zoo_command_keeps_file_names_and_headline_figures_whole(width):
     assert "…" not in table
     for e in entries:
         line = line_of(table, e["file"])
-        assert f"{e['bytes'] / 1e3:,.0f} kB" in line
+        assert size(e["bytes"]) in line
         if e.get("bench"):
             assert f"{e['bench']['accuracy']:.1%}" in line and f"{e['bench']['latency_ms']:.3f}" in line

@@ -19,6 +19,7 @@ import pytest
 
 from conftest import fresh_python
 from edgecifar.errors import ABSL_PREAMBLE, without_startup_notes
+from edgecifar.units import size
 
 EDGECIFAR = str(Path(sys.executable).with_name("edgecifar"))  # the console script of this venv
 
@@ -188,6 +189,8 @@ def test_export_strict_exits_1_when_a_format_drops_more_than_the_threshold(flatt
     lenient = edgecifar(*args, "--out", str(tmp_path / "lenient"))
     assert lenient.returncode == 0, lenient.stderr              # a drop is a warning in the table by default
     assert "error:" not in lenient.stderr
+    fp32 = tmp_path / "lenient" / "baseline_fp32.tflite"
+    assert size(fp32.stat().st_size) in lenient.stdout and "100.00%" in lenient.stdout   # KiB/MiB, percent
     manifest = json.loads((tmp_path / "lenient" / "edgecifar.json").read_text())
     status = {e["file"]: e["validation"]["status"] for e in manifest["files"]}
     assert status == {"baseline_fp32.tflite": "passed", "baseline_int8.tflite": "accuracy drop"}

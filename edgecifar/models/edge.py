@@ -61,7 +61,7 @@ def edge_fast() -> keras.Model:
 
 @register(family="edge")
 def edge_tiny(act: str = "gelu") -> keras.Model:
-    """Plain convnet 24/32/64 at full 32x32 resolution first (84k params, under 100 KB as int8)."""
+    """Plain convnet 24/32/64 at full 32x32 resolution first (79k params, under 100 KiB as int8)."""
     inp = pixels_input()
     x = standardize(inp)
     x = _conv_bn_act(x, 24, None, act)
