@@ -22,7 +22,8 @@ from edgecifar.bench.devices import DEVICES, click_options
               help="Latency = median of the medians of this many consecutive blocks of runs.")
 @click.option("--batch", type=click.IntRange(1), default=32, show_default=True, help="Batch for throughput.")
 @click.option("--limit", type=click.IntRange(1), default=None,
-              help="Use the first N test images (default: all; 1,000 on mcu).")
+              help="Use the first N test images (default: all; " + "; ".join(
+                  f"{d.default_images:,} on {d.scheme}" for d in DEVICES.values() if d.default_images) + ").")
 @click.option("--data", default=None, help="CIFAR-10 archive or folder (default: $EDGECIFAR_DATA, Keras' cache).")
 @click.option("--runtime", type=click.Choice(["auto", "litert", "tflite-runtime"]), default="auto",
               show_default=True, help="TFLite interpreter (ONNX files always use onnxruntime).")
@@ -77,9 +78,10 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, limit, data,
 
     console = Console(width=None if sys.stdout.isatty() else 220)
     blocks = block_count(runs, blocks)  # what the worker splits the runs into: the figures say what ran
+    timing = (f"; {plural(runs, 'run')} in {plural(blocks, 'block')} after {warmup} warm-up" if dev.timed
+              else "; not timed")
     click.echo(f"bench: {plural(len(files), 'file')} x threads {','.join(map(str, thread_list))} on {dev.name}; "
-               f"{plural(n, 'test image')} from {dataset.source}; {plural(runs, 'run')} in "
-               f"{plural(blocks, 'block')} after {warmup} warm-up", err=True)
+               f"{plural(n, 'test image')} from {dataset.source}{timing}", err=True)
 
     def progress(row):
         state = "ok" if row["status"] == "ok" else f"error: {row['error']}"

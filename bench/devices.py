@@ -117,6 +117,7 @@ class Device:
     suffixes: ClassVar[tuple[str, ...]] = (".tflite", ".onnx")
     precisions: ClassVar[tuple[str, ...] | None] = None   # None: any precision
     threaded: ClassVar[bool] = True                # False: one row per file, --threads ignored
+    timed: ClassVar[bool] = True                   # False: no latency is measured (--runs/--warmup moot)
     default_images: ClassVar[int | None] = None    # test images when --limit is not given (None: all)
     options: ClassVar[tuple[Option, ...]] = ()
 
@@ -578,6 +579,7 @@ class MCUDevice(Device):
     suffixes = (".tflite",)
     precisions = ("int8",)
     threaded = False          # TFLite Micro runs one thread
+    timed = False             # this CPU is not the chip: no latency is claimed
     default_images = 1000     # reference kernels: ~9 ms per image for ResNet-8 on this CPU
 
     def __init__(self, python: str | None = None):
