@@ -68,7 +68,7 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, limit, data,
         refused = [p for p, problem in files if not problem and dev.refusal(p)]
         files = [(p, problem) for p, problem in files if p not in refused]
         if refused:
-            click.echo(f"bench: skipped {len(refused)} file(s) {dev.name} cannot run "
+            click.echo(f"bench: skipped {plural(len(refused), 'file')} {dev.name} cannot run "
                        f"({dev.refusal(refused[0]).split(': ', 1)[-1]}): {', '.join(p.name for p in refused)}",
                        err=True)
     if not paths and isinstance(dev, LocalDevice):  # and only what this install's runtimes can run

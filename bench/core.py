@@ -18,6 +18,7 @@ import numpy as np
 from edgecifar.bench.devices import Job
 from edgecifar.errors import EdgeCifarError
 from edgecifar.runtime import LOADERS, locate, missing_runtime
+from edgecifar.units import plural
 
 MANIFEST = "edgecifar.json"
 FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
@@ -72,7 +73,7 @@ def runnable_here(files: list[tuple[Path, str | None]]) -> tuple[list[tuple[Path
             kept.append((path, problem))
     if not skipped:
         return kept, None
-    parts = [f"{len(paths)} {' and '.join(sorted({p.suffix for p in paths}))} file(s): {missing}"
+    parts = [f"{plural(len(paths), ' and '.join(sorted({p.suffix for p in paths})) + ' file')}: {missing}"
              for missing, paths in skipped.items()]
     line = "skipped " + "; ".join(parts)
     if not kept:

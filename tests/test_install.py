@@ -18,6 +18,7 @@ from PIL import Image
 
 from conftest import fresh_python, separable_images
 from edgecifar import LABELS, zoo
+from edgecifar.units import plural
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Not part of a source tree: the venv, git, run folders and earlier build output (a stale build/lib would
@@ -111,7 +112,7 @@ def test_the_base_install_runs_help_zoo_predict_and_bench_without_tensorflow_or_
     tflite = [p.name for p in zoo.files() if p.suffix == ".tflite"]
     assert onnx and tflite
     skip_lines = [line for line in benched.stderr.splitlines() if "skipped" in line]
-    assert skip_lines == [f"bench: skipped {len(onnx)} .onnx file(s): onnxruntime is not installed "
+    assert skip_lines == [f"bench: skipped {plural(len(onnx), '.onnx file')}: onnxruntime is not installed "
                           "(pip install 'edgecifar[bench]')"]
     assert all(name in benched.stdout for name in tflite)
     assert not any(name in benched.stdout for name in onnx)

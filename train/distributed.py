@@ -57,6 +57,7 @@ from typing import Iterator
 import numpy as np
 
 from edgecifar.errors import EdgeCifarError
+from edgecifar.units import plural
 
 STRATEGIES = ("mirrored", "multi-worker")
 DEFAULT_TIMEOUT = 120.0
@@ -116,7 +117,7 @@ def read_tf_config() -> dict:
         raise EdgeCifarError("TF_CONFIG: multi-worker training uses only 'chief' and 'worker' tasks "
                              f"(got cluster {sorted(cluster)}, task {kind!r})")
     if not 0 <= index < size:
-        raise EdgeCifarError(f"TF_CONFIG: task index {index} is out of range for {size} {kind!r} task(s)")
+        raise EdgeCifarError(f"TF_CONFIG: task index {index} is out of range for {plural(size, repr(kind) + ' task')}")
     return config
 
 
