@@ -88,3 +88,20 @@ results: install $(foreach r,$(ZOO),float-$(r))
 	  --threads 1 --markdown $(RESULTS)/bench.md --csv $(RESULTS)/bench.csv --json $(RESULTS)/bench.json \
 	  --plot $(RESULTS)/pareto.png
 	$(BIN)/python -m edgecifar.zoo $(RESULTS)/bench.json
+
+# ---------------------------------------------------------------- an ARM64 board under QEMU (minutes, ~700 MB)
+# bench/board/arm64.sh: a Debian arm64 root (default ~/edgecifar-runs/arm64-root, EDGECIFAR_ARM64_ROOT) with
+# this checkout's wheel (base install) in /opt/venv, its sshd on 127.0.0.1:2222 (EDGECIFAR_ARM64_PORT), run
+# under QEMU user mode with QEMU_CPU=cortex-a76. Needs root. `bench/board/arm64.sh stop` stops it.
+ARM64 := bench/board/arm64.sh
+
+.PHONY: arm64-board arm64-results
+arm64-board:
+	$(ARM64) build
+	$(ARM64) start
+
+# Every zoo file here and on the board, on the same test images: accuracy and top-1 agreement (no emulated
+# timings). Re-runnable: the board gets this checkout's wheel again first.
+arm64-results: install arm64-board
+	$(BIN)/python -m edgecifar.bench.agreement $$($(ARM64) url) \
+	  --markdown $(RESULTS)/arm64.md --json $(RESULTS)/arm64.json --csv $(RESULTS)/arm64.csv

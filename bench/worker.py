@@ -16,6 +16,10 @@ What is measured:
 - load time: opening the file and preparing the interpreter/session;
 - peak resident memory: VmHWM from /proc/self/status (ru_maxrss where /proc is absent) of this process.
 
+Under an emulated CPU (QEMU user mode: an ARM64 root on an x86 machine, see bench/board/arm64.sh) an
+emulated core's timing says nothing about a real one, so nothing is timed: latency, throughput, load time
+and memory stay empty and the result's ``note`` says why. Accuracy and per-image predictions are measured.
+
 Every failure becomes ``{"status": "error", "error": "<one line>"}`` and exit code 1; never a traceback.
 """
 
@@ -28,6 +32,7 @@ import platform
 import resource
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +40,54 @@ import numpy as np
 
 #: JSON lines from the worker start with this, so a caller can find it among other output (ssh banners).
 PREFIX = "EDGECIFAR-BENCH "
+
+#: Packages whose versions decide a result (kernels differ between releases), reported when installed.
+VERSIONED = ("ai-edge-litert", "tflite-runtime", "onnxruntime", "numpy")
+
+
+def _parent_exe() -> str:
+    try:
+        return os.readlink(f"/proc/{os.getppid()}/exe")
+    except OSError:
+        return ""
+
+
+def emulation(machine: str | None = None, environ=None, binfmt_dir: str = "/proc/sys/fs/binfmt_misc",
+              parent_exe: str | None = None) -> str | None:
+    """How this process's CPU is emulated (e.g. ``"QEMU user mode (parent /usr/bin/qemu-aarch64-static,
+    QEMU_CPU=cortex-a76)"``), or None on a real CPU.
+
+    Evidence, any of: an enabled binfmt_misc entry ``qemu-<machine>`` (the kernel hands this machine's own
+    binaries to QEMU, which no native board does for its own architecture); a parent process whose executable
+    is QEMU (QEMU hides itself from its own process only: a shell or sshd it runs shows it); ``QEMU_CPU`` in
+    the environment (QEMU's CPU model; bench/board/arm64.sh sets it for every ssh session)."""
+    machine = machine or platform.machine()
+    environ = os.environ if environ is None else environ
+    parent_exe = _parent_exe() if parent_exe is None else parent_exe
+    evidence = []
+    try:
+        if (Path(binfmt_dir) / f"qemu-{machine}").read_text().startswith("enabled"):
+            evidence.append(f"binfmt qemu-{machine}")
+    except OSError:
+        pass
+    if "qemu" in Path(parent_exe).name:
+        evidence.append(f"parent {parent_exe}")
+    if environ.get("QEMU_CPU"):
+        evidence.append(f"QEMU_CPU={environ['QEMU_CPU']}")
+    return f"QEMU user mode ({', '.join(evidence)})" if evidence else None
+
+
+def versions() -> dict[str, str]:
+    """``{distribution: version}`` for the installed packages of :data:`VERSIONED` (no imports)."""
+    from importlib import metadata
+
+    out = {}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
 
 
 def peak_rss_mb() -> float:
@@ -108,8 +161,10 @@ def time_calls(call: Callable[[], object], runs: int, warmup: int) -> list[float
 
 
 def measure(path: Path, images: np.ndarray, labels: np.ndarray, threads: int = 1, runs: int = 200,
-            warmup: int = 20, blocks: int = 5, batch: int = 32, runtime: str = "auto") -> dict:
-    """Everything the bench reports about one file at one thread count (raises on a bad file)."""
+            warmup: int = 20, blocks: int = 5, batch: int = 32, runtime: str = "auto", timed: bool = True) -> dict:
+    """Everything the bench reports about one file at one thread count (raises on a bad file).
+
+    ``timed=False`` (an emulated CPU): accuracy and predictions only; no timing and no memory figures."""
     from edgecifar import runtime as rt
     from edgecifar.bench import stats
     from edgecifar.metrics import wilson_interval
@@ -123,6 +178,23 @@ def measure(path: Path, images: np.ndarray, labels: np.ndarray, threads: int = 1
     predicted = np.argmax(probs, axis=1)
     correct = int(np.sum(predicted == labels))
     low, high = wilson_interval(correct, len(labels))
+    result = {
+        "status": "ok",
+        "runtime": model.runtime,
+        "threads": threads,
+        "images": int(len(labels)),
+        "correct": correct,
+        "accuracy": correct / len(labels) if len(labels) else float("nan"),
+        "ci_low": low,
+        "ci_high": high,
+        "predictions": predicted.astype(int).tolist(),
+        # Each image's output values, hashed (CRC-32): equal on two machines = bit-identical outputs.
+        "output_digests": [zlib.crc32(row.tobytes()) for row in np.ascontiguousarray(probs, dtype=np.float32)],
+    }
+    if not timed:
+        nan = float("nan")
+        return {**result, "precision_guess": guess_precision(model, path), "latency": None, "batch": batch,
+                "throughput_ips": nan, "load_ms": nan, "peak_rss_mb": nan}
 
     invoke_one = invoker(model, images[:1])  # again: predict() resized the input to its own batches
     lat = stats.summarize(time_calls(invoke_one, runs, warmup), blocks)
@@ -131,22 +203,22 @@ def measure(path: Path, images: np.ndarray, labels: np.ndarray, threads: int = 1
     batch_times = time_calls(invoker(model, big), batch_runs, max(1, warmup // 10))
     peak = peak_rss_mb()  # before guess_precision, which may load the optional onnx package
     return {
-        "status": "ok",
-        "runtime": model.runtime,
+        **result,
         "precision_guess": guess_precision(model, path),
-        "threads": threads,
-        "images": int(len(labels)),
-        "correct": correct,
-        "accuracy": correct / len(labels) if len(labels) else float("nan"),
-        "ci_low": low,
-        "ci_high": high,
         "latency": lat.as_dict(),
         "batch": batch,
         "throughput_ips": stats.throughput(batch, batch_times, blocks),
         "load_ms": load_s * 1e3,
         "peak_rss_mb": peak,
-        "predictions": predicted.astype(int).tolist(),
     }
+
+
+def _missing_runtime(file: str) -> str | None:
+    """How to install a runtime for ``file`` when none is installed here (so a caller can tell a board that
+    lacks onnxruntime from a broken file), else None."""
+    from edgecifar.runtime import RUNTIME_PACKAGES, missing_runtime
+
+    return missing_runtime(file) if Path(file).suffix.lower() in RUNTIME_PACKAGES else None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -166,16 +238,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime", default="auto")
     args = parser.parse_args(argv)
 
+    emulated = emulation()
     result: dict = {"file": args.file, "threads": args.threads, "host": platform.node(),
-                    "machine": platform.machine(), "python": platform.python_version()}
+                    "machine": platform.machine(), "emulated": emulated, "python": platform.python_version(),
+                    "versions": versions()}
+    if emulated:
+        result["note"] = f"latency not reported: emulated CPU ({emulated}); nor load time, throughput or memory"
     code = 0
     try:
         with np.load(args.images) as npz:
             images, labels = npz["x"], npz["y"]
         result.update(measure(Path(args.file), images, labels, args.threads, args.runs, args.warmup,
-                              args.blocks, args.batch, args.runtime))
+                              args.blocks, args.batch, args.runtime, timed=not emulated))
     except Exception as exc:  # one line for the report, never a traceback
         result.update(status="error", error=_one_line(exc), peak_rss_mb=peak_rss_mb())
+        result["missing_runtime"] = _missing_runtime(args.file)
         code = 1
     result["tensorflow_imported"] = "tensorflow" in sys.modules
     sys.stdout.write(PREFIX + json.dumps(result, allow_nan=True) + "\n")
