@@ -53,15 +53,15 @@ ladder: install
 zoo-train: install
 	for r in $(ZOO); do bench/train_once.sh $$r $(RUNS)/zoo/$$r --val-size 2000 || exit 1; done
 
-# Ship the zoo (edgecifar/zoo, <= 5 MB: int8 for all, fp32 + ONNX for the smallest, flip-TTA int8 where it
+# Ship the zoo (edgecifar/zoo, <= 5 MB: int8 for all, ONNX int8 for the two small ones, flip-TTA int8 where it
 # pays), then publish one bench run over the zoo, the zoo's float models ($(RUNS)/zoo/*/export, not shipped: they
 # show what int8 costs), the ladder, the MobileNetV2 heads and the seed's MobileNetV2 1.0 @96 reference.
-ZOOFLAGS_edge_micro_kd := --int8 --fp32 --onnx --onnx-int8
+ZOOFLAGS_edge_micro_kd := --int8 --onnx-int8
 ZOOFLAGS_edge_fast := --int8 --onnx-int8
 ZOOFLAGS_edge_best := --int8
-ZOOTTA := edge_tiny edge_fast
+ZOOTTA := edge_fast
 # Float twins of the shipped int8 files that the zoo does not ship itself: "plain" and/or "tta" (fp32).
-FLOATS_edge_micro_kd :=
+FLOATS_edge_micro_kd := plain
 FLOATS_edge_fast := plain tta
 FLOATS_edge_best := plain
 RESULTS := bench/results
