@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,15 @@ def test_counts_of_one_are_singular(bench_models, synthetic_archive):
     assert "(1 test image)" in result.stdout
     assert "(s)" not in result.output and "1 test images" not in result.output
 
+
+def test_bench_json_records_the_cpu_and_the_runtime_versions(bench_models, synthetic_archive, tmp_path):
+    out = tmp_path / "r.json"
+    result = bench(str(bench_models / "tiny_int8.tflite"), str(bench_models / "tiny_fp32.onnx"), *QUICK,
+                   "--json", str(out), data=synthetic_archive)
+    assert result.exit_code == 0, result.output
+    meta = json.loads(out.read_text())["meta"]
+    cpuinfo = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+               if line.lower().startswith("model name")]
+    assert meta["cpu"] == cpuinfo[0]                                 # what lscpu calls "Model name"
+    assert meta["versions"]["ai-edge-litert"] == metadata.version("ai-edge-litert")
+    assert meta["versions"]["onnxruntime"] == metadata.version("onnxruntime")
