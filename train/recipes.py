@@ -83,6 +83,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            8, 64, **_FINETUNE),
     Recipe("mnv2_ft96_bnfrozen", "mnv2_dropout", "mnv2_ft96 with the backbone's BatchNorm in inference mode (probe)",
            8, 64, bn_frozen=True, **_FINETUNE),
+    Recipe("mnv2_ft128", "mnv2_dropout", "mnv2_ft96 at 128x128 input (probe)", 8, 64, bn_momentum=0.99,
+           model_kwargs={"size": 128}, **_FINETUNE),
     Recipe("resnet8", "resnet8", "MLPerf Tiny ResNet-8, SGD one-cycle, label smoothing, flip+translate",
            40, 128, lr=0.2, label_smoothing=0.1, augment="flip_translate", **_SGD),
     Recipe("edge_best", "edge_best", "plain convnet 64/256/256, one-cycle SGD, bf16, flip+translate",
