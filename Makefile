@@ -42,13 +42,22 @@ RUNS   ?= $(HOME)/edgecifar-runs
 SEEDS  ?= 0 1 2
 LADDER ?= baseline deeper bn_gap l2 early_stop augment
 HEADS  ?= mnv2_dense128 mnv2_dropout mnv2_dropout_b64
+SOUND  ?= $(addsuffix _sound,$(LADDER))
+FINETUNE ?= mnv2_ft96
 ZOO    ?= edge_micro_kd edge_fast edge_best
 
-.PHONY: ladder zoo-train
+.PHONY: ladder zoo-train finetune
+# The ladder under both protocols (notebook: RUNG, sound: RUNG_sound); the table keeps rows whose runs are gone.
 ladder: install
-	for s in $(SEEDS); do for r in $(LADDER); do bench/train_once.sh $$r $(RUNS)/ladder/$$r-seed$$s --seed $$s || exit 1; done; done
+	for s in $(SEEDS); do for r in $(LADDER) $(SOUND); do bench/train_once.sh $$r $(RUNS)/ladder/$$r-seed$$s --seed $$s || exit 1; done; done
 	for r in $(HEADS); do bench/train_once.sh $$r $(RUNS)/ladder/$$r-seed0 --seed 0 || exit 1; done
 	$(BIN)/python -m edgecifar.bench.ladder $(RUNS)/ladder --out bench/results/ladder.md --csv bench/results/ladder.csv
+
+# MobileNetV2 0.35 fine-tuned at 96x96 (train/finetune.py; ~35 min on one core), then its int8, fp32 and flip-TTA files.
+finetune: install
+	for r in $(FINETUNE); do bench/train_once.sh $$r $(RUNS)/mnv2/$$r-seed0 --val-size 2000 || exit 1; \
+	  [ -f $(RUNS)/mnv2/$$r-seed0/export/edgecifar.json ] || { $(BIN)/edgecifar export $(RUNS)/mnv2/$$r-seed0 --int8 --fp32 && \
+	  $(BIN)/edgecifar export $(RUNS)/mnv2/$$r-seed0 --int8 --fp32 --tta; } || exit 1; done
 
 zoo-train: install
 	for r in $(ZOO); do bench/train_once.sh $$r $(RUNS)/zoo/$$r --val-size 2000 || exit 1; done
@@ -84,7 +93,7 @@ results: install $(foreach r,$(ZOO),float-$(r))
 	  $(BIN)/edgecifar export $(RUNS)/reference/mnv2_w1.0_96_random.keras --int8 --out $(RUNS)/reference/export; }
 	for d in $(RUNS)/ladder/*/; do [ -f $$d/export/edgecifar.json ] || [ ! -f $$d/model.keras ] || \
 	  $(BIN)/edgecifar export $$d --int8 --fp32 || exit 1; done
-	$(BIN)/edgecifar bench edgecifar/zoo $$(ls -d $(RUNS)/zoo/*/export $(RUNS)/ladder/*/export 2>/dev/null) $(RUNS)/reference/export \
+	$(BIN)/edgecifar bench edgecifar/zoo $$(ls -d $(RUNS)/zoo/*/export $(RUNS)/ladder/*/export $(RUNS)/mnv2/*/export 2>/dev/null) $(RUNS)/reference/export \
 	  --threads 1 --markdown $(RESULTS)/bench.md --csv $(RESULTS)/bench.csv --json $(RESULTS)/bench.json \
 	  --plot $(RESULTS)/pareto.png
 	$(BIN)/python -m edgecifar.zoo $(RESULTS)/bench.json
