@@ -72,7 +72,9 @@ def summarise(runs: list[dict]) -> list[LadderRow]:
     """One row per rung and protocol, aggregating seeds."""
     by_recipe: dict[tuple[str, str], list[dict]] = {}
     for m in runs:
-        by_recipe.setdefault(ladder_protocol(m["recipe"]), []).append(m)
+        rung, protocol = ladder_protocol(m["recipe"])
+        protocol = protocol if rung in SEED_NOTEBOOK or protocol != "notebook" else "—"  # a recipe of its own
+        by_recipe.setdefault((rung, protocol), []).append(m)
     rows = []
     for (name, protocol), ms in by_recipe.items():
         ms = sorted(ms, key=lambda m: m["seed"])

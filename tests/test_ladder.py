@@ -29,6 +29,7 @@ def test_markdown_names_the_test_image_count_and_reference():
 def test_recipes_outside_the_ladder_follow_it_without_a_reference():
     rows = summarise([_run("resnet8", 0, 0.86), _run("l2", 0, 0.7)])
     assert [r.recipe for r in rows] == ["l2", "resnet8"] and rows[1].reference is None
+    assert [r.protocol for r in rows] == ["notebook", "—"]  # resnet8 is no rung of the notebook's ladder
 
 
 def test_markdown_states_training_images_and_minutes():
