@@ -75,8 +75,13 @@ FLOATS_edge_fast := plain tta
 FLOATS_edge_best := plain
 RESULTS := bench/results
 
-.PHONY: zoo results float-%
-zoo: $(foreach r,$(ZOO),zoo-$(r))
+.PHONY: zoo zoo-finetune results float-%
+zoo: $(foreach r,$(ZOO),zoo-$(r)) zoo-finetune
+
+# The fine-tuned MobileNetV2 ships as plain int8 (its flip-TTA int8 file is in $(RUNS)/mnv2/mnv2_ft96-seed0/export).
+zoo-finetune: install
+	@[ ! -f $(RUNS)/mnv2/mnv2_ft96-seed0/model.keras ] || \
+	  $(BIN)/edgecifar export $(RUNS)/mnv2/mnv2_ft96-seed0 --int8 --out edgecifar/zoo
 
 zoo-%: install
 	@[ ! -f $(RUNS)/zoo/$*/model.keras ] || $(BIN)/edgecifar export $(RUNS)/zoo/$* $(ZOOFLAGS_$*) --out edgecifar/zoo
