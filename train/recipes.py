@@ -77,14 +77,15 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            freeze="backbone"),
     Recipe("mnv2_dropout_b64", "mnv2_dropout", "mnv2_dropout with batch 64", 10, 64, freeze="backbone"),
     # Fine-tuning the width-0.35 ImageNet backbone at 96x96 (train/finetune.py): 1 head epoch, then everything.
-    Recipe("mnv2_ft96", "mnv2_dropout", "MobileNetV2 0.35 @96 fine-tuned, BatchNorm momentum 0.99 "
-           "(measured: pending)", 8, 64, bn_momentum=0.99, **_FINETUNE),
-    Recipe("mnv2_ft96_bn999", "mnv2_dropout", "mnv2_ft96 with Keras' BatchNorm momentum 0.999 (probe: the trap)",
-           8, 64, **_FINETUNE),
-    Recipe("mnv2_ft96_bnfrozen", "mnv2_dropout", "mnv2_ft96 with the backbone's BatchNorm in inference mode (probe)",
-           8, 64, bn_frozen=True, **_FINETUNE),
-    Recipe("mnv2_ft128", "mnv2_dropout", "mnv2_ft96 at 128x128 input (probe)", 8, 64, bn_momentum=0.99,
-           model_kwargs={"size": 128}, **_FINETUNE),
+    Recipe("mnv2_ft96", "mnv2_dropout", "MobileNetV2 0.35 @96 fine-tuned, BatchNorm momentum 0.99; 1 seed: "
+           "91.55% validation (2,000), 90.4% test (1,000), int8 90.20% validation", 8, 64, bn_momentum=0.99,
+           **_FINETUNE),
+    Recipe("mnv2_ft96_bn999", "mnv2_dropout", "mnv2_ft96 with Keras' BatchNorm momentum 0.999 (the trap); 1 seed, "
+           "stopped after epoch 3: 67.7% validation (mnv2_ft96: 86.25%)", 8, 64, **_FINETUNE),
+    Recipe("mnv2_ft96_bnfrozen", "mnv2_dropout", "mnv2_ft96 with the backbone's BatchNorm in inference mode; 1 seed: "
+           "90.45% validation, 90.0% test, 2x the fine-tuning img/s", 8, 64, bn_frozen=True, **_FINETUNE),
+    Recipe("mnv2_ft128", "mnv2_dropout", "mnv2_ft96 at 128x128 input; 1 seed, stopped after epoch 3: 89.40% "
+           "validation (mnv2_ft96: 86.25%)", 8, 64, bn_momentum=0.99, model_kwargs={"size": 128}, **_FINETUNE),
     Recipe("resnet8", "resnet8", "MLPerf Tiny ResNet-8, SGD one-cycle, label smoothing, flip+translate",
            40, 128, lr=0.2, label_smoothing=0.1, augment="flip_translate", **_SGD),
     Recipe("edge_best", "edge_best", "plain convnet 64/256/256, one-cycle SGD, bf16, flip+translate",
