@@ -377,7 +377,7 @@ def _weight_average(model, recipe: Recipe, run_dir: Path, state: State, dist):
     """The recipe's weight average (train/ema.py), restored from the checkpoint when resuming; or None."""
     if not recipe.ema:
         return None
-    if dist is not None or recipe.select != "last":
+    if dist is not None or recipe.early_stopping or recipe.select != "last":
         raise EdgeCifarError(f"recipe {recipe.name}: weight averaging (ema) works in a single process that keeps "
                              "the last epoch (no early stopping or selection)")
     from edgecifar.train.ema import WeightEMA
