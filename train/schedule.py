@@ -8,15 +8,26 @@ import keras
 from keras import ops
 
 
-@keras.saving.register_keras_serializable(package="edgecifar")
-class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from ~0 to ``peak`` over ``warmup`` of the steps, then linear decay to ~0."""
+class _Warmed(keras.optimizers.schedules.LearningRateSchedule):
+    """A schedule of ``total_steps`` that rises to ``peak`` over the ``warmup`` fraction and ends at ``floor``;
+    its four settings are its whole config, so a checkpoint restores it exactly."""
 
-    def __init__(self, peak: float, total_steps: int, warmup: float = 0.2, floor: float = 0.0):
+    def __init__(self, peak: float, total_steps: int, warmup: float, floor: float = 0.0):
         self.peak = float(peak)
         self.total_steps = int(total_steps)
         self.warmup = float(warmup)
         self.floor = float(floor)
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps, "warmup": self.warmup, "floor": self.floor}
+
+
+@keras.saving.register_keras_serializable(package="edgecifar")
+class OneCycle(_Warmed):
+    """Linear warm-up from ~0 to ``peak`` over ``warmup`` of the steps, then linear decay to ~0."""
+
+    def __init__(self, peak: float, total_steps: int, warmup: float = 0.2, floor: float = 0.0):
+        super().__init__(peak, total_steps, warmup, floor)
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
@@ -27,19 +38,13 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         frac = ops.clip(ops.minimum(rise, fall), 0.0, 1.0)
         return self.floor + (self.peak - self.floor) * frac
 
-    def get_config(self):
-        return {"peak": self.peak, "total_steps": self.total_steps, "warmup": self.warmup, "floor": self.floor}
-
 
 @keras.saving.register_keras_serializable(package="edgecifar")
-class Cosine(keras.optimizers.schedules.LearningRateSchedule):
+class Cosine(_Warmed):
     """Linear warm-up from ~0 to ``peak`` over ``warmup`` of the steps, then a half cosine down to ``floor``."""
 
     def __init__(self, peak: float, total_steps: int, warmup: float = 0.0, floor: float = 0.0):
-        self.peak = float(peak)
-        self.total_steps = int(total_steps)
-        self.warmup = float(warmup)
-        self.floor = float(floor)
+        super().__init__(peak, total_steps, warmup, floor)
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
@@ -49,9 +54,6 @@ class Cosine(keras.optimizers.schedules.LearningRateSchedule):
         progress = ops.clip((step - up) / max(total - up, 1.0), 0.0, 1.0)
         fall = self.floor + (self.peak - self.floor) * 0.5 * (1.0 + ops.cos(math.pi * progress))
         return ops.where(step < up, rise, fall)
-
-    def get_config(self):
-        return {"peak": self.peak, "total_steps": self.total_steps, "warmup": self.warmup, "floor": self.floor}
 
 
 def make(kind: str, peak: float, total_steps: int, warmup: float):
