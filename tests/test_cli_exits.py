@@ -140,8 +140,11 @@ def test_piped_training_logs_one_unwrapped_line_per_epoch(quiet, synthetic_archi
 def test_an_interrupted_training_names_the_command_that_continues_it(synthetic_archive, tmp_path):
     out = tmp_path / "run"
     epochs = 20   # ~0.1 s each: 6 epochs could all finish between the first checkpoint and SIGINT on a loaded machine
+    # A test run started in the background (`cmd &`) inherits SIGINT ignored, and Python then keeps it ignored:
+    # the child gets the default disposition back, as a user's terminal gives it.
     proc = subprocess.Popen([EDGECIFAR, *train_args(synthetic_archive, out, epochs), "--quiet"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     state = out / "checkpoint" / "state.json"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None and not state.exists():
