@@ -117,5 +117,5 @@ arm64-board:
 # Every zoo file here and on the board, on the same test images: accuracy and top-1 agreement (no emulated
 # timings). Re-runnable: the board gets this checkout's wheel again first.
 arm64-results: install arm64-board
-	$(BIN)/python -m edgecifar.bench.agreement $$($(ARM64) url) \
+	$(BIN)/python -m edgecifar.bench.agreement edgecifar/zoo $$($(ARM64) url) \
 	  --markdown $(RESULTS)/arm64.md --json $(RESULTS)/arm64.json --csv $(RESULTS)/arm64.csv
