@@ -38,6 +38,17 @@ def test_resnet8_has_the_mlperf_tiny_parameter_count_and_macs():
     assert count_macs(model) == 12_501_632
 
 
+def test_edge_nano_runs_one_convolution_at_full_resolution_every_width_a_multiple_of_16():
+    import keras
+    model = models.create("edge_nano")
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [16, 32, 32, 64, 64]
+    assert [c.output.shape[1] for c in convs] == [32, 16, 16, 8, 8]
+    acts = {layer.get_config()["activation"] for layer in model.layers if isinstance(layer, keras.layers.Activation)}
+    assert acts == {"relu", "softmax"}   # TFLite Micro has no GELU
+    assert model.count_params() < 84_000   # under 100 KB as int8 with the contract's metadata
+
+
 def test_macs_of_the_baseline_match_a_hand_count():
     conv1 = 30 * 30 * 3 * 3 * 3 * 32
     conv2 = 13 * 13 * 3 * 3 * 32 * 64

@@ -100,6 +100,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("edge_micro", "edge_micro", "ReLU convnet for TFLite Micro (stem 16/24, stages 40/60), one-cycle SGD, "
            "bf16, flip+translate", 40, 256, lr=0.4, weight_decay=5e-4, label_smoothing=0.1,
            augment="flip_translate", mixed_bfloat16=True, **_SGD),
+    Recipe("edge_nano", "edge_nano", "ReLU convnet for TFLite Micro at 0.10x the reference (stem 16, stages 32/64), "
+           "twice edge_micro's epochs: one-cycle SGD, bf16, flip+translate", 80, 256, lr=0.4, weight_decay=5e-4,
+           label_smoothing=0.1, augment="flip_translate", mixed_bfloat16=True, **_SGD),
     Recipe("edge_micro_kd", "edge_micro", "edge_micro distilled from the zoo's edge_best int8 (soft targets, "
            "weight 0.5)", 40, 256, lr=0.4, weight_decay=5e-4, label_smoothing=0.1, augment="flip_translate",
            mixed_bfloat16=True, distill="edge_best_int8.tflite", distill_alpha=0.5, **_SGD),
