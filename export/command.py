@@ -18,10 +18,21 @@ from edgecifar.export.formats import FORMATS
 
 
 def _format_flags(fn):
-    """A boolean --FLAG for each format in the table, so the table stays the only list of formats."""
+    """A boolean --FLAG for each format in the table, then a --FLAG-NAME for each of its options, so the
+    table stays the only list of formats and of their settings."""
     for fmt in reversed(FORMATS):
+        for opt in reversed(fmt.options):
+            kind = click.IntRange(min=0) if opt.type is int else opt.type   # int options are counts
+            fn = click.option(fmt.option_flag(opt), fmt.option_key(opt), type=kind, default=opt.default,
+                              show_default=True, help=f"{fmt.flag}: {opt.help}")(fn)
         fn = click.option(fmt.flag, fmt.key, is_flag=True, help=fmt.help)(fn)
     return fn
+
+
+def _format_options(values: dict) -> dict[str, dict]:
+    """Pop the --FLAG-NAME values out of the command's keywords into {format key: {option name: value}}."""
+    return {fmt.key: {opt.name: values.pop(fmt.option_key(opt)) for opt in fmt.options}
+            for fmt in FORMATS if fmt.options}
 
 
 @click.command()
@@ -52,12 +63,13 @@ def export(model: Path | None, everything: bool, tta: bool, out: Path | None, n_
     from edgecifar.export import formats, pipeline, report, source
     from edgecifar.export.validate import DROP
 
+    options = _format_options(flags)
     src = source.resolve(model, tta)
     chosen = formats.select(flags, everything)
     require_tensorflow()
     err = Console(stderr=True)
     cfg = pipeline.ExportConfig(src, chosen, out=out, data=str(data) if data else None, val_size=val_size,
-                                n_calibration=n_calibration, threshold=threshold)
+                                n_calibration=n_calibration, threshold=threshold, options=options)
     result = pipeline.run(cfg, say=lambda msg: err.print(msg, highlight=False, soft_wrap=True))
     for warning in result.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)

@@ -37,14 +37,17 @@ def _quant(q) -> tuple[str, float | None, int | None]:
     return str(q.dtype), float(q.scale), int(q.zero_point)
 
 
-def file_entry(fmt: Format, path: Path, job: ExportJob, source: dict, result: Validation, loaded) -> dict:
-    """One ``files`` item: format, contract read back from the file as loaded, and its validation."""
+def file_entry(fmt: Format, path: Path, job: ExportJob, source: dict, result: Validation, loaded,
+               options: dict[str, Any] | None = None) -> dict:
+    """One ``files`` item: format, the options it was written with (formats that declare any), contract read
+    back from the file as loaded, and its validation."""
     in_dtype, in_scale, in_zp = _quant(getattr(loaded, "input_quant", None))
     out_dtype, out_scale, out_zp = _quant(getattr(loaded, "output_quant", None))
     labels = list(job.labels)
     return {
         "file": path.name, "model": job.name, "format": fmt.format, "precision": fmt.precision,
-        "runtime": fmt.runtime, "bytes": path.stat().st_size, "sha256": sha256(path),
+        "runtime": fmt.runtime, **({"options": dict(options or {})} if fmt.options else {}),
+        "bytes": path.stat().st_size, "sha256": sha256(path),
         "input": {**job.input_contract(), "dtype": in_dtype, "scale": in_scale, "zero_point": in_zp},
         "output": {"dtype": out_dtype, "scale": out_scale, "zero_point": out_zp, "meaning": "probabilities",
                    "labels": labels},

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -35,6 +35,12 @@ class ExportConfig:
     val_size: int = 2000
     n_calibration: int = 500
     threshold: float = 1.0
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # format key -> {option name: value}
+
+    def options_of(self, fmt: Format) -> dict[str, Any]:
+        """Every option ``fmt`` declares, with its value: given, else the table's default."""
+        given = self.options.get(fmt.key, {})
+        return {o.name: given.get(o.name, o.default) for o in fmt.options}
 
 
 @dataclass
@@ -107,13 +113,14 @@ def _run(cfg: ExportConfig, out: Path, say: Callable[[str], None]) -> Report:
     entries = []
     for fmt in cfg.formats:
         say(f"{fmt.title}: writing {out / fmt.filename(job.name)}")
-        outcome, loaded = _export_one(fmt, job, out, split, reference, cfg.threshold)
+        options = cfg.options_of(fmt)
+        outcome, loaded = _export_one(fmt, job, out, split, reference, cfg.threshold, options)
         report.outcomes.append(outcome)
         if outcome.written and runs_on_mcu(fmt):
             say(f"{fmt.title}: checking {outcome.path.name} in TensorFlow Lite Micro")
             outcome.micro = micro_check(outcome.path)
         if outcome.written:
-            entry = manifest.file_entry(fmt, outcome.path, job, source, outcome.validation, loaded)
+            entry = manifest.file_entry(fmt, outcome.path, job, source, outcome.validation, loaded, options)
             entries.append({**entry, "micro": outcome.micro} if outcome.micro else entry)
 
     old = manifest.read(out)
@@ -142,13 +149,14 @@ def runs_on_mcu(fmt: Format) -> bool:
     return fmt.suffix in MCUDevice.suffixes and fmt.precision in (MCUDevice.precisions or (fmt.precision,))
 
 
-def _export_one(fmt: Format, job: ExportJob, out: Path, split, reference: np.ndarray, threshold: float):
+def _export_one(fmt: Format, job: ExportJob, out: Path, split, reference: np.ndarray, threshold: float,
+                options: dict[str, Any]):
     """Write one format to a temporary name, validate it there, rename it only if it runs."""
     final = out / fmt.filename(job.name)
     loaded = None
     try:
         with atomic_path(final) as tmp:
-            fmt.write(job, tmp)
+            fmt.write(job, tmp, **options)
             result, loaded = validate(tmp, split.x_val, split.y_val, reference, threshold)
             if result.status == FAILED:
                 result.error = (result.error or "").replace(str(tmp), final.name)

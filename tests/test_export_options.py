@@ -1,0 +1,125 @@
+"""Format options (export/formats.py ``Option``): declared in the table, given on the command line, passed to
+the writer, and they change what is written. ``--int8-float-ops N`` keeps the first N operators in float32."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgecifar.export.formats import FORMATS, Format, Option, by_key, check_table
+
+from conftest import separable_images
+
+
+def _ops(content: bytes) -> list[tuple[str, str]]:
+    """(operator name, dtype of its weights or 'none') for each operator, in graph order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=content)
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    return [(op["op_name"], np.dtype(tensors[op["inputs"][1]]["dtype"]).name
+             if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") else "none")
+            for op in it._get_ops_details()]
+
+
+@pytest.fixture(scope="module")
+def int8_files(tmp_path_factory):
+    """A small untrained convnet written by the int8 writer with float_ops 0 (the default) and 2."""
+    import keras
+
+    from edgecifar.export.calibration import full_range
+    from edgecifar.export.job import ExportJob
+    from edgecifar.export.tflite import write_int8
+    from edgecifar.models.layers import classifier, pixels_input
+
+    keras.utils.set_random_seed(0)
+    inp = pixels_input()
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inp)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu6")(x)
+    x = keras.layers.Conv2D(16, 3, activation="relu6")(x)
+    x = keras.layers.Conv2D(16, 3, activation="relu6")(x)
+    model = keras.Model(inp, classifier(keras.layers.GlobalAveragePooling2D()(x)))
+    images, _ = separable_images(40, seed=3)
+    job = ExportJob(model, "tiny", full_range(images))
+    out = tmp_path_factory.mktemp("int8-options")
+    files = {}
+    for n in (0, 2):
+        write_int8(job, out / f"float{n}.tflite", float_ops=n)
+        files[n] = (out / f"float{n}.tflite").read_bytes()
+    return files, model, images
+
+
+def test_int8_declares_float_ops_with_a_default_that_changes_nothing():
+    (option,) = by_key("int8").options
+    assert (option.name, option.type, option.default) == ("float_ops", int, 0)
+    assert by_key("int8").option_flag(option) == "--int8-float-ops"
+    assert all(not f.options for f in FORMATS if f.key != "int8")
+
+
+def test_the_table_refuses_an_option_whose_default_has_the_wrong_type():
+    bad = Format("x", "X", ".tflite", "fp16", False, lambda job, dest: None, "x",
+                 options=(Option("n", int, "0", "a count"),))
+    with pytest.raises(ValueError, match="default"):
+        check_table((by_key("fp32"), bad))
+
+
+def test_float_ops_keeps_the_first_operators_float_and_the_rest_int8(int8_files):
+    files, _, _ = int8_files
+    assert files[0] != files[2]
+    plain, stem = _ops(files[0]), _ops(files[2])
+    assert [w for op, w in plain if w != "none"] == ["int8"] * 4           # 3 convs and the dense layer
+    assert "DEQUANTIZE" not in [op for op, _ in plain]
+    # the rescaling folds into the first conv: the first two operators are the first two convs
+    assert [w for op, w in stem if w != "none"] == ["float32", "float32", "int8", "int8"]
+    assert stem[0][0] == "DEQUANTIZE" and "QUANTIZE" in [op for op, _ in stem]  # int8 in, float stem, int8 on
+
+
+def test_float_ops_files_keep_the_int8_contract_and_agree_with_keras(int8_files):
+    from ai_edge_litert.interpreter import Interpreter
+
+    files, model, images = int8_files
+    reference = np.asarray(model(images.astype(np.float32), training=False))
+    for content in files.values():
+        it = Interpreter(model_content=content)
+        inp, out = it.get_input_details()[0], it.get_output_details()[0]
+        assert inp["dtype"] == np.int8 and inp["quantization"] == (1.0, -128) and out["dtype"] == np.int8
+        it.resize_tensor_input(inp["index"], [len(images), 32, 32, 3])
+        it.allocate_tensors()
+        it.set_tensor(inp["index"], (images.astype(np.int16) - 128).astype(np.int8))
+        it.invoke()
+        scale, zero = out["quantization"]
+        probs = scale * (it.get_tensor(out["index"]).astype(np.float32) - zero)
+        assert np.abs(probs - reference).max() < 0.05
+
+
+def test_float_ops_beyond_the_model_is_one_error_line(int8_files, tmp_path):
+    from edgecifar.export.job import ExportFailure, ExportJob
+    from edgecifar.export.tflite import write_int8
+
+    _, model, images = int8_files
+    from edgecifar.export.calibration import full_range
+
+    with pytest.raises(ExportFailure, match="only .* operators"):
+        write_int8(ExportJob(model, "tiny", full_range(images[:12])), tmp_path / "x.tflite", float_ops=500)
+
+
+def test_the_command_line_passes_int8_float_ops_to_the_int8_format_only():
+    from edgecifar.export.command import _format_options
+
+    values = {"int8": True, "fp32": False, "int8_float_ops": 13}
+    assert _format_options(values) == {"int8": {"float_ops": 13}}
+    assert "int8_float_ops" not in values  # the remaining keywords are the format flags
+
+
+def test_the_manifest_records_the_options_a_file_was_written_with(tmp_path):
+    from types import SimpleNamespace
+
+    from edgecifar.export.manifest import file_entry
+    from edgecifar.export.validate import Validation
+
+    path = tmp_path / "m_int8.tflite"
+    path.write_bytes(b"x")
+    job = SimpleNamespace(labels=("a",) * 10, name="m", input_contract=lambda: {"name": "pixels"})
+    result = Validation(10, 0.9, 0.9, 0.0, 1.0, 0.0, "passed")
+    assert file_entry(by_key("int8"), path, job, {}, result, None, {"float_ops": 13})["options"] == {"float_ops": 13}
+    assert "options" not in file_entry(by_key("fp32"), path, job, {}, result, None, {})
