@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgecifar.fileio import write_text
+from edgecifar.fileio import write_table
 
 
 @dataclass(frozen=True)
@@ -74,12 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--csv", type=Path)
     args = ap.parse_args(argv)
     rows = [row(d) for d in args.runs if (d / "metrics.json").exists()]
-    text = markdown(rows)
-    if args.out:
-        write_text(args.out, text)
-    if args.csv:
-        write_text(args.csv, to_csv(rows))
-    print(text, end="")
+    write_table(markdown(rows), to_csv(rows), args.out, args.csv)
 
 
 if __name__ == "__main__":  # pragma: no cover

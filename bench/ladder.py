@@ -19,7 +19,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgecifar.fileio import write_text
+from edgecifar.fileio import write_table
 from edgecifar.train.recipes import PROTOCOLS, ladder_protocol
 
 #: The reference notebook's figures (full official test set, 10,000 images; backbone width 1.0).
@@ -147,12 +147,7 @@ def main(argv: list[str] | None = None) -> None:
             rows = merge(from_csv(args.csv.read_text()), rows)
         except (KeyError, ValueError) as exc:
             raise SystemExit(f"{args.csv}: not a ladder table written by this command ({type(exc).__name__}: {exc})")
-    text = markdown(rows)
-    if args.out:
-        write_text(args.out, text)
-    if args.csv:
-        write_text(args.csv, to_csv(rows))
-    print(text, end="")
+    write_table(markdown(rows), to_csv(rows), args.out, args.csv)
 
 
 if __name__ == "__main__":  # pragma: no cover

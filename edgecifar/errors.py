@@ -9,8 +9,9 @@ import contextlib
 import os
 import re
 import sys
-import tempfile
 from typing import Iterator
+
+from edgecifar.fdcapture import Captured
 
 
 class EdgeCifarError(Exception):
@@ -82,25 +83,15 @@ def native_stderr_filtered(transform) -> Iterator[None]:
     if os.environ.get("EDGECIFAR_DEBUG"):
         yield
         return
-    sys.stderr.flush()
+    err = Captured(2)
     try:
-        saved = os.dup(2)
-    except OSError:  # no fd 2 to guard
-        yield
-        return
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
+        with err:
             yield
-        finally:
+    finally:
+        text = transform(err.text)
+        if text:
+            sys.stderr.write(text)
             sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            text = transform(sink.read().decode("utf-8", "replace"))
-            if text:
-                sys.stderr.write(text)
-                sys.stderr.flush()
 
 
 def require_tensorflow() -> None:

@@ -59,6 +59,17 @@ def write_json(final: str | os.PathLike, obj: Any) -> Path:
     return write_text(final, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
 
 
+def write_table(markdown: str, csv_text: str, md_path: str | os.PathLike | None,
+                csv_path: str | os.PathLike | None) -> None:
+    """A summary table's outputs: ``markdown`` to ``md_path`` and ``csv_text`` to ``csv_path`` (each atomically,
+    only when given), then ``markdown`` on stdout."""
+    if md_path:
+        write_text(md_path, markdown)
+    if csv_path:
+        write_text(csv_path, csv_text)
+    print(markdown, end="")
+
+
 def _jsonable(value: Any) -> Any:
     """Let numpy scalars and paths pass through json.dumps."""
     if hasattr(value, "item"):

@@ -14,28 +14,25 @@ Neither the TFLite Micro library code, the stack nor the application is counted:
 that headroom left, no more. No latency is claimed: this CPU is not the chip.
 
 TFLite Micro reports errors only as C++ prints on stdout, so each call runs with file descriptors 1 and 2
-captured (:func:`captured`); below ~500 bytes of arena the interpreter crashes (its own allocator lives in
-the arena), so bisection never goes under :data:`ARENA_FLOOR`. Callers run this in a process of its own.
+captured (:class:`edgecifar.fdcapture.Captured`); below ~500 bytes of arena the interpreter crashes (its own
+allocator lives in the arena), so bisection never goes under :data:`ARENA_FLOOR`. Callers run this in a
+process of its own.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import importlib
 import importlib.util
-import os
 import re
-import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from edgecifar import tflite_graph
 from edgecifar.errors import MissingDependency, ModelError
+from edgecifar.fdcapture import Captured
 
 MODULE = "tflite_micro.python.tflite_micro.runtime"
 RUNTIME = "tflite-micro"
@@ -103,46 +100,14 @@ def _runtime():
 
 # --------------------------------------------------------------------------- C++ prints, captured
 
-@contextlib.contextmanager
-def captured() -> Iterator[list[str]]:
-    """Collect everything written to file descriptors 1 and 2 inside the block (C++ prints included).
-
-    Yields a list that holds the text once the block has ended. C's stdio buffers are flushed before the
-    descriptors are given back, so nothing printed inside leaks out later.
-    """
-    libc = ctypes.CDLL(None)
-    out: list[str] = []
-    sys.stdout.flush()
-    sys.stderr.flush()
-    libc.fflush(None)
-    saved = (os.dup(1), os.dup(2))
-    try:
-        with tempfile.TemporaryFile() as sink:
-            os.dup2(sink.fileno(), 1)
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield out
-            finally:
-                libc.fflush(None)
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os.dup2(saved[0], 1)
-                os.dup2(saved[1], 2)
-                sink.seek(0)
-                out.append(sink.read().decode("utf-8", "replace"))
-    finally:
-        for fd in saved:
-            os.close(fd)
-
-
 def _quietly(call: Callable[[], object]) -> tuple[object | None, str]:
     """(result, printed text); result is None when the call raised TFLite Micro's RuntimeError."""
-    with captured() as text:
+    with Captured(1, 2) as printed:
         try:
             result = call()
         except RuntimeError:
             result = None
-    return result, text[0]
+    return result, printed.text
 
 
 def _interpreter(data: bytes, arena: int):

@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import sys
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -18,6 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from edgecifar import INPUT_SHAPE, LABELS
+from edgecifar.fdcapture import Captured
 
 #: The input every exported file takes (the manifest and ONNX metadata repeat it).
 INPUT_NAME = "pixels"
@@ -53,23 +52,7 @@ def quiet() -> Iterator[None]:
     if os.environ.get("EDGECIFAR_DEBUG"):
         yield
         return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = (os.dup(1), os.dup(2))
-    try:
-        with tempfile.TemporaryFile() as sink:
-            os.dup2(sink.fileno(), 1)
-            os.dup2(sink.fileno(), 2)
-            try:
-                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-                        warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    yield
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os.dup2(saved[0], 1)
-                os.dup2(saved[1], 2)
-    finally:
-        for fd in saved:
-            os.close(fd)
+    with Captured(1, 2), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield

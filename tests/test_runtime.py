@@ -29,6 +29,18 @@ def test_tflite_info_lines_on_fd_2_are_dropped_and_everything_else_passes(capfd)
                            "a Python warning"]
 
 
+def test_what_native_code_writes_on_fds_1_and_2_is_given_back_and_nothing_leaks_out_later():
+    code = ("import ctypes, os\nfrom edgecifar.fdcapture import Captured\n"
+            "with Captured() as printed:\n"
+            "    os.write(1, b'C++ on stdout\\n'); os.write(2, b'C++ on stderr\\n')\n"
+            "    ctypes.CDLL(None).printf(b'held in C stdout buffer\\n')\n"
+            "print(repr(printed.text))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # C's stdout on a pipe: fully buffered
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout == repr("C++ on stdout\nC++ on stderr\nheld in C stdout buffer\n") + "\n"
+
+
 def test_loading_and_running_a_tflite_file_prints_nothing_on_stderr():
     path = next(p for p in zoo.files() if p.suffix == ".tflite")
     code = ("import numpy as np; from edgecifar import runtime\n"
