@@ -163,7 +163,7 @@ def check(path: str | Path) -> MicroCheck:
     data = path.read_bytes()
     result = MicroCheck(str(path), len(data), dict(graph.ops), graph.macs, graph.full_integer)
     if not graph.full_integer:
-        result.error = "not a full-integer file: a microcontroller runs int8 ops (export with --int8)"
+        result.error = "not a full-integer file: a microcontroller runs int8 ops (export with --int8, no --int8-float-ops)"
         return result
     arena = ARENA_START
     while True:
