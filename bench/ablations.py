@@ -2,8 +2,9 @@
 
 ``python -m edgecifar.bench.ablations RUN_DIR... [--out FILE.md] [--csv FILE.csv]`` reads each run's
 ``metrics.json`` and writes its recipe, epochs, the varied settings (teacher and its weight, whitening
-stem, weight averaging), validation accuracy (what choices are made on), test accuracy (reported, never
-tuned on), training minutes, images/s and the CPU they were measured on. Rows keep the order given.
+stem, weight averaging, BatchNorm, augmentation), validation accuracy (what choices are made on), test
+accuracy (reported, never tuned on), training minutes, images/s and the CPU they were measured on. Rows keep
+the order given.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class AblationRow:
     distill: str
     whiten_stem: bool
     ema: float | None
+    batchnorm: str
+    augment: str
     val_accuracy: float
     val_images: int
     test_accuracy: float
@@ -42,18 +45,27 @@ def row(run_dir: Path) -> AblationRow:
     teacher = s.get("distill")
     return AblationRow(run_dir.name, m["recipe"], m["seed"], m["epochs"],
                        f"{Path(teacher).name} × {s.get('distill_alpha')}" if teacher else "—",
-                       bool(s.get("whiten_stem")), s.get("ema"), m["val_accuracy"], m["val_images"],
+                       bool(s.get("whiten_stem")), s.get("ema"), batchnorm(s), s.get("augment", "—"),
+                       m["val_accuracy"], m["val_images"],
                        m["test_accuracy"], m["test_images"], m.get("train_seconds", 0.0) / 60,
                        m.get("images_per_s", 0.0), m.get("cpu") or "not recorded")
 
 
+def batchnorm(settings: dict) -> str:
+    """``scale+shift`` or ``bias only`` (model_kwargs ``bn_scale``), with the recipe's momentum when it sets one."""
+    kind = "bias only" if settings.get("model_kwargs", {}).get("bn_scale") is False else "scale+shift"
+    momentum = settings.get("bn_momentum")
+    return f"{kind}, momentum {momentum}" if momentum is not None else kind
+
+
 def markdown(rows: list[AblationRow]) -> str:
-    out = ["| run | recipe | seed | epochs | distillation (teacher × weight) | whitening stem | EMA | "
-           "validation accuracy | test accuracy | training min | img/s | CPU |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    out = ["| run | recipe | seed | epochs | distillation (teacher × weight) | whitening stem | EMA | BatchNorm | "
+           "augment | validation accuracy | test accuracy | training min | img/s | CPU |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         out.append(f"| {r.run} | `{r.recipe}` | {r.seed} | {r.epochs} | {r.distill} | {'yes' if r.whiten_stem else 'no'} | "
-                   f"{r.ema if r.ema else '—'} | {r.val_accuracy:.1%} ({r.val_images:,}) | "
+                   f"{r.ema if r.ema else '—'} | {r.batchnorm} | {r.augment} | "
+                   f"{r.val_accuracy:.1%} ({r.val_images:,}) | "
                    f"{r.test_accuracy:.1%} ({r.test_images:,}) | {r.train_minutes:.1f} | {r.images_per_s:,.0f} | {r.cpu} |")
     return "\n".join(out) + "\n"
 

@@ -2,12 +2,17 @@
 
 Every random draw is a stateless function of an explicit seed, so a batch's augmentation depends only
 on (run seed, epoch, batch index): runs are reproducible and a resumed run sees the same batches.
+An augmentation may also fix per-image choices for a whole epoch (``Augmentation.per_epoch``, numpy, keyed
+by the image's place in the training set): airbench's alternating flip is one.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -57,11 +62,35 @@ def transform(images, transforms, interpolation: str):
         interpolation=interpolation, fill_mode="REFLECT")
 
 
+def translate(images, seed, pad: int = 2):
+    """A whole-pixel translation of up to ``pad`` pixels, reflect-padded."""
+    n = tf.shape(images)[0]
+    return transform(images, affine_transforms(n, 32, 32, seed, integer_shift=pad), "NEAREST")
+
+
 def flip_translate(images, seed, pad: int = 2):
     """Random flip plus a whole-pixel translation of up to ``pad`` pixels, reflect-padded."""
-    n = tf.shape(images)[0]
-    t = affine_transforms(n, 32, 32, seed, integer_shift=pad)
-    return transform(random_flip(images, seed), t, "NEAREST")
+    return translate(random_flip(images, seed), seed, pad)
+
+
+# Keys the once-per-run flip mask apart from the (seed, epoch) keys of each epoch's shuffle (train/runner.py).
+_ALTFLIP_STREAM = 2**31 - 1
+
+
+def alternating_flips(n: int, seed: int, epoch: int) -> np.ndarray:
+    """Which of ``n`` training images to mirror in ``epoch``: a random half chosen once per run seed in even
+    epochs, the other images in odd ones, so every image is seen both ways in any two consecutive epochs.
+
+    Keller Jordan's alternating flip (airbench94.py ``CifarLoader``: ``batch_flip_lr`` once at epoch 0,
+    then ``images.flip(-1)`` when ``epoch % 2 == 1``), which beats a fresh coin per image per epoch."""
+    chosen = np.random.default_rng([seed, _ALTFLIP_STREAM]).random(n) < 0.5
+    return chosen if epoch % 2 == 0 else ~chosen
+
+
+def alternating_flip(x: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """Images ``x [N, H, W, C]`` (the training set, in order) with this epoch's alternating flips applied."""
+    flips = alternating_flips(len(x), seed, epoch)
+    return np.where(flips[:, None, None, None], x[:, :, ::-1], x)
 
 
 def seed_notebook(images, seed):
@@ -71,8 +100,22 @@ def seed_notebook(images, seed):
     return transform(random_flip(images, seed), t, "BILINEAR")
 
 
-AUGMENTATIONS = {
-    "none": lambda images, seed: images,
-    "flip_translate": flip_translate,
-    "seed": seed_notebook,
+def _unchanged(x: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    return x
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """``per_epoch(x, run seed, epoch)`` edits the whole training set (numpy, before the epoch's shuffle);
+    ``per_batch(images, seed)`` transforms each batch inside tf.data (seed: (run seed, epoch) x batch index)."""
+
+    per_batch: Callable
+    per_epoch: Callable[[np.ndarray, int, int], np.ndarray] = _unchanged
+
+
+AUGMENTATIONS = {   # one per recipes.Augment value
+    "none": Augmentation(lambda images, seed: images),
+    "flip_translate": Augmentation(flip_translate),
+    "altflip_translate": Augmentation(translate, per_epoch=alternating_flip),
+    "seed": Augmentation(seed_notebook),
 }

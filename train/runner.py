@@ -82,7 +82,8 @@ class State:
 # --------------------------------------------------------------------------- data pipeline
 
 def epoch_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int, epoch: int, augment: str):
-    """One epoch of shuffled, augmented batches; a pure function of (seed, epoch).
+    """One epoch of shuffled, augmented batches; a pure function of (seed, epoch), so ``--resume`` at an epoch
+    boundary gets the same batches (alternating flips included: train/augment.py).
 
     ``y`` is integer labels (made one-hot here) or per-image target distributions ``[N, classes]``
     (distillation's soft targets, train/distill.py)."""
@@ -93,11 +94,11 @@ def epoch_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int, epoch: in
 
     perm = np.random.default_rng([seed, epoch]).permutation(len(x))
     aug = AUGMENTATIONS[augment]
-    ds = tf.data.Dataset.from_tensor_slices((x[perm], y[perm])).batch(batch)
+    ds = tf.data.Dataset.from_tensor_slices((aug.per_epoch(x, seed, epoch)[perm], y[perm])).batch(batch)
 
     def prepare(i, xy):
         images, targets = xy
-        images = aug(tf.cast(images, tf.float32), tf.stack([tf.cast(seed * 100_003 + epoch, tf.int64), i]))
+        images = aug.per_batch(tf.cast(images, tf.float32), tf.stack([tf.cast(seed * 100_003 + epoch, tf.int64), i]))
         return images, (targets if y.ndim == 2 else tf.one_hot(targets, NUM_CLASSES))
 
     return ds.enumerate().map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) \

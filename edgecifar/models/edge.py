@@ -19,17 +19,18 @@ from edgecifar.models.registry import register
 BN_MOMENTUM = 0.9
 
 
-def _conv_bn_act(x, filters: int, reg, act: str, bn_momentum: float = BN_MOMENTUM):
+def _conv_bn_act(x, filters: int, reg, act: str, bn_momentum: float = BN_MOMENTUM, bn_scale: bool = True):
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg)(x)
-    x = layers.BatchNormalization(momentum=bn_momentum)(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, scale=bn_scale)(x)
     return layers.Activation(act)(x)
 
 
 def plain_convnet(name: str, widths: Sequence[int], stem: int, act: str = "gelu",
-                  weight_decay: float = 0.0, bn_momentum: float = BN_MOMENTUM) -> keras.Model:
+                  weight_decay: float = 0.0, bn_momentum: float = BN_MOMENTUM, bn_scale: bool = True) -> keras.Model:
     """A 2x2 stem conv, then per width: conv-maxpool-BN-act-conv-BN-act; global max-pool; dense.
 
-    The shape of the fast CIFAR-10 speed-run convnets (Keller Jordan's airbench family).
+    The shape of the fast CIFAR-10 speed-run convnets (Keller Jordan's airbench family). ``bn_scale=False``
+    gives BatchNorm a learned shift only, as airbench94 does (its BatchNorm keeps ``weight`` at 1, untrained).
     """
     reg = keras.regularizers.L2(weight_decay) if weight_decay else None
     inp = pixels_input()
@@ -39,24 +40,28 @@ def plain_convnet(name: str, widths: Sequence[int], stem: int, act: str = "gelu"
     for w in widths:
         x = layers.Conv2D(w, 3, padding="same", use_bias=False, kernel_regularizer=reg)(x)
         x = layers.MaxPooling2D()(x)
-        x = layers.BatchNormalization(momentum=bn_momentum)(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, scale=bn_scale)(x)
         x = layers.Activation(act)(x)
-        x = _conv_bn_act(x, w, reg, act, bn_momentum)
+        x = _conv_bn_act(x, w, reg, act, bn_momentum, bn_scale)
     x = layers.GlobalMaxPooling2D()(x)
     return keras.Model(inp, classifier(x, regularizer=reg), name=name)
 
 
 @register(family="edge")
-def edge_best() -> keras.Model:
-    """Plain 3-stage convnet 64/256/256 (2.0M params), our most accurate model."""
+def edge_best(**kw) -> keras.Model:
+    """Plain 3-stage convnet 64/256/256 (2.0M params), our most accurate model.
+
+    ``kw`` (a recipe's ``model_kwargs``) goes to ``plain_convnet``: ``bn_scale``, ``bn_momentum``, ``act``."""
     # Its zoo run was trained with Keras' default BatchNorm momentum; kept so the recipe reproduces it.
-    return plain_convnet("edge_best", (64, 256, 256), stem=24, bn_momentum=0.99)
+    return plain_convnet("edge_best", (64, 256, 256), stem=24, **{"bn_momentum": 0.99, **kw})
 
 
 @register(family="edge")
-def edge_fast() -> keras.Model:
-    """Plain 3-stage convnet 32/128/128 (0.5M params), a quarter of edge_best's work."""
-    return plain_convnet("edge_fast", (32, 128, 128), stem=16)
+def edge_fast(**kw) -> keras.Model:
+    """Plain 3-stage convnet 32/128/128 (0.5M params), a quarter of edge_best's work.
+
+    ``kw`` (a recipe's ``model_kwargs``) goes to ``plain_convnet``: ``bn_scale``, ``bn_momentum``, ``act``."""
+    return plain_convnet("edge_fast", (32, 128, 128), stem=16, **kw)
 
 
 @register(family="edge")
