@@ -108,10 +108,11 @@ results: install $(foreach r,$(ZOO),float-$(r))
 	$(BIN)/python -m edgecifar.zoo $(RESULTS)/bench.json
 
 # Every zoo file in TensorFlow Lite Micro's interpreter (reference kernels, on this CPU): ops, smallest arena, top-1
-# on the first 1,000 test images, agreement with LiteRT, fit against the chip table (bench/mcu.py).
+# on the first 1,000 test images, agreement with LiteRT, fit against the chip table (bench/mcu.py). The files TFLite
+# Micro cannot run are rows with their reason, and make their exit status 1: the table is still written, so ignored.
 .PHONY: mcu-results
 mcu-results: install
-	$(BIN)/edgecifar bench --device mcu edgecifar/zoo \
+	-$(BIN)/edgecifar bench --device mcu edgecifar/zoo \
 	  --markdown $(RESULTS)/mcu.md --json $(RESULTS)/mcu.json --csv $(RESULTS)/mcu.csv
 
 # ---------------------------------------------------------------- an ARM64 board under QEMU (minutes, ~700 MB)

@@ -116,7 +116,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "bf16, flip+translate", 40, 256, lr=0.4, weight_decay=5e-4, label_smoothing=0.1,
            augment="flip_translate", mixed_bfloat16=True, **_SGD),
     Recipe("edge_nano", "edge_nano", "ReLU convnet for TFLite Micro at 0.10x the reference (stem 16, stages 32/64), "
-           "twice edge_micro's epochs: one-cycle SGD, bf16, flip+translate", 80, 256, lr=0.4, weight_decay=5e-4,
+           "twice edge_micro's epochs: one-cycle SGD, bf16, flip+translate; 1 seed: 86.55% validation (2,000), 87.1% test "
+           "(1,000)", 80, 256, lr=0.4, weight_decay=5e-4,
            label_smoothing=0.1, augment="flip_translate", mixed_bfloat16=True, **_SGD),
     Recipe("edge_micro_kd", "edge_micro", "edge_micro distilled from the zoo's edge_best int8 (soft targets, "
            "weight 0.5)", 40, 256, lr=0.4, weight_decay=5e-4, label_smoothing=0.1, augment="flip_translate",
