@@ -63,14 +63,16 @@ zoo-train: install
 	for r in $(ZOO); do bench/train_once.sh $$r $(RUNS)/zoo/$$r --val-size 2000 || exit 1; done
 
 # Ablations (bench/results/ablations.md): the tiny models' full runs (edge_micro: make zoo-train ZOO=edge_micro),
-# and airbench's pieces on edge_fast at a 10-epoch schedule, one seed, one core (~13 min each).
+# and airbench's pieces on edge_fast at a 10-epoch schedule, two seeds, one core (~13 min each).
 ABLATE ?= edge_fast edge_fast_wema edge_fast_air
+ABLATE_SEEDS ?= 0 1
 .PHONY: ablations
 ablations: install
-	for r in $(ABLATE); do bench/train_once.sh $$r $(RUNS)/ablations/$$r-e10-seed0 --val-size 2000 --epochs 10 --seed 0 \
-	  || exit 1; done
+	for s in $(ABLATE_SEEDS); do for r in $(ABLATE); do \
+	  bench/train_once.sh $$r $(RUNS)/ablations/$$r-e10-seed$$s --val-size 2000 --epochs 10 --seed $$s || exit 1; done; done
 	$(BIN)/python -m edgecifar.bench.ablations $(wildcard $(addprefix $(RUNS)/zoo/,edge_micro edge_micro_kd edge_nano)) \
-	  $(foreach r,$(ABLATE),$(RUNS)/ablations/$(r)-e10-seed0) --out $(RESULTS)/ablations.md --csv $(RESULTS)/ablations.csv
+	  $(wildcard $(foreach s,$(ABLATE_SEEDS),$(foreach r,$(ABLATE),$(RUNS)/ablations/$(r)-e10-seed$(s)))) \
+	  --out $(RESULTS)/ablations.md --csv $(RESULTS)/ablations.csv
 
 # Ship the zoo (edgecifar/zoo, <= 5 MB: int8 for all, ONNX int8 for the two small ones, flip-TTA int8 where it
 # pays), then publish one bench run over the zoo, the zoo's float models ($(RUNS)/zoo/*/export, not shipped: they
