@@ -91,3 +91,17 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
     except OSError as exc:
         raise EdgeCifarError(f"{path}: output folder is not writable ({exc.strerror or exc})") from None
     return path
+
+
+def portable_path(path: str | os.PathLike) -> str:
+    """``path`` as a file that travels should record it: relative to the working directory when under it,
+    else under ``~`` when in the home folder, else absolute. A shipped manifest then names
+    ``~/edgecifar-runs/zoo/edge_nano/model.keras``, not one machine's user folder."""
+    p = Path(path).absolute()
+    for base, shown in ((Path.cwd(), None), (Path.home(), "~")):
+        try:
+            rel = p.relative_to(base)
+        except ValueError:
+            continue
+        return str(rel) if shown is None else f"{shown}/{rel}"
+    return str(p)

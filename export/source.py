@@ -14,6 +14,7 @@ from typing import Any
 
 from edgecifar import INPUT_SHAPE
 from edgecifar.errors import ModelError, one_line
+from edgecifar.fileio import portable_path
 from edgecifar.runs import latest_run, runs_root
 
 MODEL_FILE = "model.keras"
@@ -116,5 +117,5 @@ def describe(source: Source, model, digest: str) -> dict[str, Any]:
 
         params, macs = count_params(model), count_macs(model)
     macs = macs * 2 if source.tta else macs     # flip TTA runs the network twice
-    return {"model": str(source.path), "sha256": digest[:16], "recipe": source.metrics.get("recipe"),
+    return {"model": portable_path(source.path), "sha256": digest[:16], "recipe": source.metrics.get("recipe"),
             "data_fingerprint": source.data_fingerprint, "parameters": int(params), "macs": int(macs)}
