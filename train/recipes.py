@@ -105,9 +105,11 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     # EMA 0.99 per step: a ~100-step window (half-life 69 steps) against edge_fast's 176 steps per epoch; 0.999's
     # 1,000 steps would span more than half of a 10-epoch run and average in its early, high-rate weights.
     Recipe("edge_fast_wema", "edge_fast", "ablation: edge_fast + whitening stem + EMA (decay 0.99 per step, "
-           "about half an epoch, short enough for 10 epochs)", 30, 256, lr=0.4, weight_decay=5e-4,
+           "about half an epoch, short enough for 10 epochs); at 10 epochs, 2 seeds: 88.50% validation against "
+           "edge_fast's 87.45%", 30, 256, lr=0.4, weight_decay=5e-4,
            label_smoothing=0.2, augment="flip_translate", mixed_bfloat16=True, whiten_stem=True, ema=0.99, **_SGD),
-    Recipe("edge_fast_air", "edge_fast", "ablation: edge_fast_wema + BatchNorm bias only + alternating flip",
+    Recipe("edge_fast_air", "edge_fast", "ablation: edge_fast_wema + BatchNorm bias only + alternating flip; at 10 epochs, "
+           "2 seeds: 88.28% validation",
            30, 256, lr=0.4, weight_decay=5e-4, label_smoothing=0.2, augment="altflip_translate",
            mixed_bfloat16=True, whiten_stem=True, ema=0.99, **_AIRBENCH_BN, **_SGD),
     Recipe("edge_tiny", "edge_tiny", "plain convnet 24/32/64 at full resolution, one-cycle SGD, bf16, flip+translate",
