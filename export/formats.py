@@ -76,8 +76,7 @@ FORMATS: tuple[Format, ...] = (
            options=(Option("float_ops", int, 0,
                            "Keep the first N operators (graph order) in float32; the input and output stay int8. "
                            "For a net that amplifies early rounding error (mnv2_ft96: 13 = the stem up to "
-                           "block_2_add, drop 1.35 -> 0.35 points on 2,000 validation images, about 1% slower "
-                           "on LiteRT, 1 thread; not for TFLite Micro)."),)),
+                           "block_2_add; figures in the README's MobileNetV2 section). Not for TFLite Micro."),)),
     Format("onnx", "ONNX fp32", ".onnx", "fp32", False, onnx.write_fp32, f"ONNX float32 (opset {onnx.OPSET})."),
     Format("onnx_int8", "ONNX int8", ".onnx", "int8", True, onnx.write_int8,
            "ONNX static QDQ int8, per-channel, on the calibration images."),
