@@ -78,6 +78,8 @@ def test_every_sound_recipe_is_its_rung_with_a_decaying_rate_stated_bn_momentum_
                (notebook.model, notebook.epochs, notebook.batch_size, notebook.augment, notebook.optimizer)
         assert notebook.schedule == "constant" and sound.schedule == "cosine" and sound.bn_momentum == 0.99
         assert sound.select == ("val_loss" if notebook.early_stopping else "val_accuracy")
+        assert sound.early_stopping_from == (notebook.epochs // 2 if notebook.early_stopping else 0)
+        assert notebook.early_stopping_from == 0
         assert recipes.ladder_protocol(sound.name) == (rung, "sound")
         assert recipes.ladder_protocol(rung) == (rung, "notebook")
 
@@ -124,6 +126,15 @@ def test_selection_by_validation_accuracy_keeps_the_first_epoch_of_the_highest_a
     stopper = EarlyStopper(patience=None)
     assert not any(stopper.update(e, -acc) for e, acc in enumerate([0.50, 0.71, 0.69, 0.71, 0.70]))
     assert stopper.best_epoch == 1
+
+
+def test_patience_ignores_the_epochs_before_its_start_neither_counting_nor_keeping_them():
+    from edgecifar.train.runner import EarlyStopper
+
+    stopper = EarlyStopper(patience=2, start=3)
+    losses = [0.5, 0.9, 1.0, 0.8, 0.7, 0.75, 0.72]
+    assert [stopper.update(e, loss) for e, loss in enumerate(losses)] == [False] * 6 + [True]
+    assert stopper.best_epoch == 4   # epoch 0's lower loss came before the start
 
 
 @pytest.mark.slow

@@ -52,15 +52,21 @@ class RunConfig:
 @dataclass
 class EarlyStopper:
     """Patience on a validation figure, lower is better (the loss, or minus the accuracy); remembers the best
-    epoch so its weights can be restored. Without patience it never stops and only selects."""
+    epoch so its weights can be restored. Without patience it never stops and only selects.
+
+    Epochs before ``start`` (0-based) are neither counted nor candidates, as Keras' ``EarlyStopping(start_from_epoch)``:
+    early validation figures are noise to patience, not overfitting."""
 
     patience: int | None
     best: float = float("inf")
     best_epoch: int = -1
     wait: int = 0
+    start: int = 0
 
     def update(self, epoch: int, val_loss: float) -> bool:
         """Record ``val_loss``; return True when training should stop."""
+        if epoch < self.start:
+            return False
         if val_loss < self.best:
             self.best, self.best_epoch, self.wait = val_loss, epoch, 0
             return False
@@ -282,7 +288,7 @@ def _run(cfg: RunConfig, console, dist) -> dict:
         from edgecifar.train.whiten import whiten_stem
 
         whiten_stem(model, x_tr)
-    stopper = EarlyStopper(**{**state.stopper, "patience": recipe.early_stopping})
+    stopper = EarlyStopper(**{**state.stopper, "patience": recipe.early_stopping, "start": recipe.early_stopping_from})
     best_weights = run_dir / CHECKPOINT / "best.weights.h5"
     ema = _weight_average(model, recipe, run_dir, state, dist)
     soft, teacher = _distillation_targets(recipe, run_dir, x_tr, y_tr, ds.fingerprint, console)
