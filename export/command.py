@@ -13,26 +13,36 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from edgecifar.export.formats import FORMATS
 
 
 def _format_flags(fn):
     """A boolean --FLAG for each format in the table, then a --FLAG-NAME for each of its options, so the
-    table stays the only list of formats and of their settings."""
+    table stays the only list of formats and of their settings. An option not given arrives as None, so
+    that only the options given reach ExportConfig, which checks them (pipeline.check_options) and fills in
+    the table's defaults."""
     for fmt in reversed(FORMATS):
         for opt in reversed(fmt.options):
-            kind = click.IntRange(min=0) if opt.type is int else opt.type   # int options are counts
-            fn = click.option(fmt.option_flag(opt), fmt.option_key(opt), type=kind, default=opt.default,
-                              show_default=True, help=f"{fmt.flag}: {opt.help}")(fn)
+            fn = click.option(fmt.option_flag(opt), fmt.option_key(opt), type=opt.type, default=opt.default,
+                              show_default=True, callback=_given_or_none, help=f"{fmt.flag}: {opt.help}")(fn)
         fn = click.option(fmt.flag, fmt.key, is_flag=True, help=fmt.help)(fn)
     return fn
 
 
+def _given_or_none(ctx: click.Context, param: click.Parameter, value):
+    """The value if it was given (command line or environment), None if it is the default."""
+    return None if ctx.get_parameter_source(param.name) is ParameterSource.DEFAULT else value
+
+
 def _format_options(values: dict) -> dict[str, dict]:
-    """Pop the --FLAG-NAME values out of the command's keywords into {format key: {option name: value}}."""
-    return {fmt.key: {opt.name: values.pop(fmt.option_key(opt)) for opt in fmt.options}
-            for fmt in FORMATS if fmt.options}
+    """Pop the --FLAG-NAME values out of the command's keywords into {format key: {option name: value}},
+    keeping only the options given (not None)."""
+    given = {fmt.key: {opt.name: value for opt in fmt.options
+                       if (value := values.pop(fmt.option_key(opt), None)) is not None}
+             for fmt in FORMATS}
+    return {key: opts for key, opts in given.items() if opts}
 
 
 @click.command()
@@ -66,10 +76,10 @@ def export(model: Path | None, everything: bool, tta: bool, out: Path | None, n_
     options = _format_options(flags)
     src = source.resolve(model, tta)
     chosen = formats.select(flags, everything)
-    require_tensorflow()
-    err = Console(stderr=True)
     cfg = pipeline.ExportConfig(src, chosen, out=out, data=str(data) if data else None, val_size=val_size,
                                 n_calibration=n_calibration, threshold=threshold, options=options)
+    require_tensorflow()
+    err = Console(stderr=True)
     result = pipeline.run(cfg, say=lambda msg: err.print(msg, highlight=False, soft_wrap=True))
     for warning in result.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)

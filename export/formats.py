@@ -27,6 +27,7 @@ class Option:
     type: type
     default: Any                               # the default writes the same file as before the option existed
     help: str
+    min: int | None = None                     # the smallest value accepted (None: any)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ FORMATS: tuple[Format, ...] = (
            options=(Option("float_ops", int, 0,
                            "Keep the first N operators (graph order) in float32; the input and output stay int8. "
                            "For a net that amplifies early rounding error (mnv2_ft96: 13 = the stem up to "
-                           "block_2_add; figures in the README's MobileNetV2 section). Not for TFLite Micro."),)),
+                           "block_2_add; figures in the README's MobileNetV2 section). Not for TFLite Micro.",
+                           min=0),)),
     Format("onnx", "ONNX fp32", ".onnx", "fp32", False, onnx.write_fp32, f"ONNX float32 (opset {onnx.OPSET})."),
     Format("onnx_int8", "ONNX int8", ".onnx", "int8", True, onnx.write_int8,
            "ONNX static QDQ int8, per-channel, on the calibration images."),
@@ -101,6 +103,8 @@ def check_table(formats: tuple[Format, ...] = FORMATS) -> None:
         for o in f.options:
             if not isinstance(o.default, o.type):
                 raise ValueError(f"export format {f.key}: option {o.name} default {o.default!r} is not {o.type.__name__}")
+            if o.min is not None and o.default < o.min:
+                raise ValueError(f"export format {f.key}: option {o.name} default {o.default!r} is below its min {o.min}")
     if DEFAULT not in keys:
         raise ValueError(f"export formats: default {DEFAULT!r} missing")
 

@@ -1,9 +1,10 @@
 """One export call: check every input first, then write, validate and record each format in turn.
 
-All input errors (model, data, calibration, output folder) are raised before the first file is
-written. After that a format that fails is reported and the others still go on. Each file is written
-under a temporary name, validated there, and renamed only if it loads and runs: a failed format
-leaves nothing behind (an older file of the same name stays, with its manifest entry).
+All input errors (format options, model, data, calibration, output folder) are raised before the first
+file is written, the format options as soon as the ExportConfig is made. After that a format that fails
+is reported and the others still go on. Each file is written under a temporary name, validated there,
+and renamed only if it loads and runs: a failed format leaves nothing behind (an older file of the same
+name stays, with its manifest entry).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from edgecifar import data as cifar
 from edgecifar.errors import EdgeCifarError, one_line
 from edgecifar.export import calibration, manifest
-from edgecifar.export.formats import Format
+from edgecifar.export.formats import FORMATS, Format
 from edgecifar.export.job import ExportJob
 from edgecifar.export.source import Source, describe, load_model
 from edgecifar.export.validate import FAILED, Validation, keras_scores, micro_check, validate
@@ -37,10 +38,38 @@ class ExportConfig:
     threshold: float = 1.0
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # format key -> {option name: value}
 
+    def __post_init__(self) -> None:
+        check_options(self.options, self.formats)
+
     def options_of(self, fmt: Format) -> dict[str, Any]:
         """Every option ``fmt`` declares, with its value: given, else the table's default."""
         given = self.options.get(fmt.key, {})
         return {o.name: given.get(o.name, o.default) for o in fmt.options}
+
+
+def check_options(options: dict[str, dict[str, Any]], chosen: list[Format]) -> None:
+    """The one check of format options, for the CLI and the API alike: each given option belongs to a chosen
+    format, is one that format declares (export/formats.py ``Option``) and has its type and range.
+    An EdgeCifarError (exit 2, one line) before anything is read or written."""
+    by_key = {f.key: f for f in FORMATS}
+    chosen_keys = {f.key for f in chosen}
+    for key, given in options.items():
+        fmt = by_key.get(key)
+        if fmt is None:
+            raise EdgeCifarError(f"options for an unknown export format {key!r}; known: {', '.join(by_key)}")
+        declared = {o.name: o for o in fmt.options}
+        for name, value in given.items():
+            opt = declared.get(name)
+            if opt is None:
+                raise EdgeCifarError(f"{fmt.flag} has no option {name!r}; it takes: {', '.join(declared) or 'none'}")
+            flag = fmt.option_flag(opt)
+            if key not in chosen_keys:
+                raise EdgeCifarError(f"{flag} {value} is an option of {fmt.flag}, which was not given: "
+                                     f"add {fmt.flag} or drop {flag}")
+            if not isinstance(value, opt.type) or (isinstance(value, bool) and opt.type is not bool):
+                raise EdgeCifarError(f"{flag} {value!r}: expected {opt.type.__name__}")
+            if opt.min is not None and value < opt.min:
+                raise EdgeCifarError(f"{flag} {value}: expected {opt.min} or more")
 
 
 @dataclass

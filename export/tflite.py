@@ -62,12 +62,11 @@ def write_int8(job: ExportJob, dest: Path, float_ops: int = 0) -> None:
     converter picks scale 1.0, zero point -128; that is checked here and the format fails otherwise.
 
     ``float_ops`` N > 0 keeps the first N operators in float32 (see :func:`quantize_after`); 0 is the
-    converter's own full-integer file.
+    converter's own full-integer file. Its range is declared in the format table and checked once, when the
+    options become an ExportConfig (export/pipeline.py ``check_options``).
     """
     import tensorflow as tf
 
-    if float_ops < 0:
-        raise ExportFailure(f"--int8-float-ops {float_ops}: expected 0 or more operators")
     conv = _converter(job)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: ([image[None]] for image in job.calibration)

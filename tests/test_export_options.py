@@ -1,7 +1,12 @@
-"""Format options (export/formats.py ``Option``): declared in the table, given on the command line, passed to
-the writer, and they change what is written. ``--int8-float-ops N`` keeps the first N operators in float32."""
+"""Format options (export/formats.py ``Option``): declared in the table, given on the command line, checked once
+when they become an ExportConfig (for the command line and the API alike), passed to the writer, and they change
+what is written. ``--int8-float-ops N`` keeps the first N operators in float32."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,6 +66,10 @@ def test_the_table_refuses_an_option_whose_default_has_the_wrong_type():
                  options=(Option("n", int, "0", "a count"),))
     with pytest.raises(ValueError, match="default"):
         check_table((by_key("fp32"), bad))
+    below = Format("x", "X", ".tflite", "fp16", False, lambda job, dest: None, "x",
+                   options=(Option("n", int, -1, "a count", min=0),))
+    with pytest.raises(ValueError, match="below its min"):
+        check_table((by_key("fp32"), below))
 
 
 def test_float_ops_keeps_the_first_operators_float_and_the_rest_int8(int8_files):
@@ -109,6 +118,7 @@ def test_the_command_line_passes_int8_float_ops_to_the_int8_format_only():
     values = {"int8": True, "fp32": False, "int8_float_ops": 13}
     assert _format_options(values) == {"int8": {"float_ops": 13}}
     assert "int8_float_ops" not in values  # the remaining keywords are the format flags
+    assert _format_options({"int8": True, "int8_float_ops": None}) == {}  # not given: the table's default
 
 
 def test_the_manifest_records_the_options_a_file_was_written_with(tmp_path):
@@ -123,3 +133,63 @@ def test_the_manifest_records_the_options_a_file_was_written_with(tmp_path):
     result = Validation(10, 0.9, 0.9, 0.0, 1.0, 0.0, "passed")
     assert file_entry(by_key("int8"), path, job, {}, result, None, {"float_ops": 13})["options"] == {"float_ops": 13}
     assert "options" not in file_entry(by_key("fp32"), path, job, {}, result, None, {})
+
+
+# --------------------------------------------------------------------------- options checked once, before anything is written
+
+EDGECIFAR = str(Path(sys.executable).with_name("edgecifar"))  # the console script of this venv
+
+
+def _edgecifar(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([EDGECIFAR, *args], capture_output=True, text=True, timeout=300)
+
+
+def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+    """The single line on stderr of a refused command (exit 2, no traceback, nothing on stdout)."""
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0].removeprefix("error: ")
+
+
+def test_int8_float_ops_without_int8_exits_2_with_one_line_and_writes_nothing(trained_run, tmp_path):
+    out = tmp_path / "out"
+    for chosen in ((), ("--fp16",)):
+        message = _one_error_line(_edgecifar("export", str(trained_run), *chosen, "--int8-float-ops", "3",
+                                             "--out", str(out)))
+        assert message == ("--int8-float-ops 3 is an option of --int8, which was not given: "
+                           "add --int8 or drop --int8-float-ops")
+        assert not out.exists()
+
+
+def test_a_negative_float_ops_is_refused_with_one_message_by_the_command_line_and_the_api(trained_run, tmp_path):
+    from edgecifar.errors import EdgeCifarError
+    from edgecifar.export import pipeline, source
+
+    out = tmp_path / "out"
+    message = _one_error_line(_edgecifar("export", str(trained_run), "--int8", "--int8-float-ops", "-1",
+                                         "--out", str(out)))
+    assert message == "--int8-float-ops -1: expected 0 or more"
+    with pytest.raises(EdgeCifarError) as refused:
+        pipeline.run(pipeline.ExportConfig(source.resolve(trained_run), [by_key("int8")], out=out,
+                                           options={"int8": {"float_ops": -1}}))
+    assert str(refused.value) == message
+    assert not out.exists()
+
+
+def test_the_api_refuses_options_a_format_does_not_declare_or_was_not_chosen_for(trained_run):
+    from edgecifar.errors import EdgeCifarError
+    from edgecifar.export.pipeline import ExportConfig
+    from edgecifar.export.source import resolve
+
+    src = resolve(trained_run)
+    with pytest.raises(EdgeCifarError, match="--int8 has no option 'float_opz'; it takes: float_ops"):
+        ExportConfig(src, [by_key("int8")], options={"int8": {"float_opz": 3}})
+    with pytest.raises(EdgeCifarError, match="--fp16 has no option 'float_ops'"):
+        ExportConfig(src, [by_key("fp16")], options={"fp16": {"float_ops": 3}})
+    with pytest.raises(EdgeCifarError, match="--int8-float-ops 3 is an option of --int8, which was not given"):
+        ExportConfig(src, [by_key("fp32")], options={"int8": {"float_ops": 3}})
+    with pytest.raises(EdgeCifarError, match=r"--int8-float-ops '3': expected int"):
+        ExportConfig(src, [by_key("int8")], options={"int8": {"float_ops": "3"}})
+    assert ExportConfig(src, [by_key("int8")]).options_of(by_key("int8")) == {"float_ops": 0}
