@@ -412,6 +412,13 @@ def _distillation_targets(recipe: Recipe, run_dir: Path, x: np.ndarray, y: np.nd
 
 
 def _evaluate(model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(loss, accuracy) of the training model in its training precision: history.csv's val_loss, val_accuracy
+    and (the weight average swapped in) ema_val_accuracy.
+
+    metrics.json's val_accuracy is another figure: the shipped model (the average when the recipe has ``ema``:
+    the same weights, BatchNorm statistics included) run in float32 by :func:`predict`, as it is exported.
+    Under ``mixed_bfloat16`` bf16 arithmetic rounds differently, so the two may differ by a few images per
+    thousand; in a float32 recipe they agree. Both are right; the float32 one describes the file shipped."""
     import keras
 
     loss, acc = model.evaluate(x.astype(np.float32), keras.utils.to_categorical(y, 10), batch_size=500, verbose=0)
