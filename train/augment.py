@@ -2,8 +2,8 @@
 
 Every random draw is a stateless function of an explicit seed, so a batch's augmentation depends only
 on (run seed, epoch, batch index): runs are reproducible and a resumed run sees the same batches.
-An augmentation may also fix per-image choices for a whole epoch (``Augmentation.per_epoch``, numpy, keyed
-by the image's place in the training set): airbench's alternating flip is one.
+An augmentation may also fix which images an epoch mirrors (``Augmentation.flips``, numpy, one bool per image
+keyed by its place in the training set, applied batch by batch): airbench's alternating flip is one.
 """
 
 from __future__ import annotations
@@ -87,10 +87,10 @@ def alternating_flips(n: int, seed: int, epoch: int) -> np.ndarray:
     return chosen if epoch % 2 == 0 else ~chosen
 
 
-def alternating_flip(x: np.ndarray, seed: int, epoch: int) -> np.ndarray:
-    """Images ``x [N, H, W, C]`` (the training set, in order) with this epoch's alternating flips applied."""
-    flips = alternating_flips(len(x), seed, epoch)
-    return np.where(flips[:, None, None, None], x[:, :, ::-1], x)
+def mirror(images, flips):
+    """``images [B, H, W, C]`` with those whose ``flips [B]`` is true mirrored left to right: one batch at a time,
+    inside tf.data, so an epoch's flips never copy the training set."""
+    return tf.where(tf.reshape(flips, [-1, 1, 1, 1]), tf.reverse(images, axis=[2]), images)
 
 
 def seed_notebook(images, seed):
@@ -100,22 +100,19 @@ def seed_notebook(images, seed):
     return transform(random_flip(images, seed), t, "BILINEAR")
 
 
-def _unchanged(x: np.ndarray, seed: int, epoch: int) -> np.ndarray:
-    return x
-
-
 @dataclass(frozen=True)
 class Augmentation:
-    """``per_epoch(x, run seed, epoch)`` edits the whole training set (numpy, before the epoch's shuffle);
-    ``per_batch(images, seed)`` transforms each batch inside tf.data (seed: (run seed, epoch) x batch index)."""
+    """``per_batch(images, seed)`` transforms each batch inside tf.data (seed: (run seed, epoch) x batch index);
+    ``flips(n, run seed, epoch)``, when set, says which of the ``n`` training images (in training-set order) the
+    epoch mirrors; each batch takes its images' flags and is mirrored (:func:`mirror`) before ``per_batch``."""
 
     per_batch: Callable
-    per_epoch: Callable[[np.ndarray, int, int], np.ndarray] = _unchanged
+    flips: Callable[[int, int, int], np.ndarray] | None = None
 
 
 AUGMENTATIONS = {   # one per recipes.Augment value
     "none": Augmentation(lambda images, seed: images),
     "flip_translate": Augmentation(flip_translate),
-    "altflip_translate": Augmentation(translate, per_epoch=alternating_flip),
+    "altflip_translate": Augmentation(translate, flips=alternating_flips),
     "seed": Augmentation(seed_notebook),
 }

@@ -96,15 +96,19 @@ def epoch_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int, epoch: in
     import tensorflow as tf
 
     from edgecifar import NUM_CLASSES
-    from edgecifar.train.augment import AUGMENTATIONS
+    from edgecifar.train.augment import AUGMENTATIONS, mirror
 
     perm = np.random.default_rng([seed, epoch]).permutation(len(x))
     aug = AUGMENTATIONS[augment]
-    ds = tf.data.Dataset.from_tensor_slices((aug.per_epoch(x, seed, epoch)[perm], y[perm])).batch(batch)
+    flips = () if aug.flips is None else (aug.flips(len(x), seed, epoch)[perm],)   # one bool per image
+    ds = tf.data.Dataset.from_tensor_slices((x[perm], y[perm], *flips)).batch(batch)
 
     def prepare(i, xy):
-        images, targets = xy
-        images = aug.per_batch(tf.cast(images, tf.float32), tf.stack([tf.cast(seed * 100_003 + epoch, tf.int64), i]))
+        images, targets, *flip = xy
+        images = tf.cast(images, tf.float32)
+        if flip:  # this batch's share of the epoch's flips
+            images = mirror(images, flip[0])
+        images = aug.per_batch(images, tf.stack([tf.cast(seed * 100_003 + epoch, tf.int64), i]))
         return images, (targets if y.ndim == 2 else tf.one_hot(targets, NUM_CLASSES))
 
     return ds.enumerate().map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) \
