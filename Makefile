@@ -44,7 +44,7 @@ LADDER ?= baseline deeper bn_gap l2 early_stop augment
 HEADS  ?= mnv2_dense128 mnv2_dropout mnv2_dropout_b64
 SOUND  ?= $(addsuffix _sound,$(LADDER))
 FINETUNE ?= mnv2_ft96
-ZOO    ?= edge_nano edge_micro_kd edge_fast edge_best
+ZOO    ?= edge_nano edge_micro_kd edge_fast_wema edge_best
 
 .PHONY: ladder zoo-train finetune
 # The ladder under both protocols (notebook: RUNG, sound: RUNG_sound); the table keeps rows whose runs are gone.
@@ -79,13 +79,13 @@ ablations: install
 # show what int8 costs), the ladder, the MobileNetV2 heads and the seed's MobileNetV2 1.0 @96 reference.
 ZOOFLAGS_edge_nano := --int8
 ZOOFLAGS_edge_micro_kd := --int8 --onnx-int8
-ZOOFLAGS_edge_fast := --int8 --onnx-int8
+ZOOFLAGS_edge_fast_wema := --int8 --onnx-int8
 ZOOFLAGS_edge_best := --int8
-ZOOTTA := edge_fast
+ZOOTTA := edge_fast_wema
 # Float twins of the shipped int8 files that the zoo does not ship itself: "plain" and/or "tta" (fp32).
 FLOATS_edge_nano := plain
 FLOATS_edge_micro_kd := plain
-FLOATS_edge_fast := plain tta
+FLOATS_edge_fast_wema := plain tta
 FLOATS_edge_best := plain
 RESULTS := bench/results
 
