@@ -86,8 +86,8 @@ def quantize_after(conv, float_ops: int) -> bytes:
     rounding error (the 8- and 16-channel bottlenecks at 48x48 carry values up to +-95). Int16 activations
     still lose 0.80 points and int8 weights alone (float activations) 0.85, so it is both, and early.
     Keeping the stem in float32 (13 operators: resize, scaling, Conv1 and blocks 0-2) brings the drop
-    to 0.35 points (2,000 validation images) for 1% (interleaved probe, best of 5) to 27% (bench run) more latency
-    (LiteRT, 1 thread, batch 1).
+    to 0.35 points (2,000 validation images) for about 1% more latency (LiteRT, 1 thread, batch 1: an interleaved
+    probe and a bench run on an otherwise idle machine; a bench run beside a training measured 27%).
     TFLite Micro's int8-only kernels cannot run the float stem.
     The float operators run in XNNPACK's f32 kernels between a DEQUANTIZE and a QUANTIZE.
 
