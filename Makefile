@@ -53,7 +53,7 @@ ladder: install
 	for r in $(HEADS); do bench/train_once.sh $$r $(RUNS)/ladder/$$r-seed0 --seed 0 || exit 1; done
 	$(BIN)/python -m edgecifar.bench.ladder $(RUNS)/ladder --out bench/results/ladder.md --csv bench/results/ladder.csv
 
-# MobileNetV2 0.35 fine-tuned at 96x96 and 128x128 (train/finetune.py; ~35 and ~55 min on one core), then their
+# MobileNetV2 0.35 fine-tuned at 96x96 and 128x128 (train/finetune.py; 33 and 46 min on one shared core), then their
 # int8 and fp32 files (96: full-integer int8 and flip TTA; 128: int8 with the float stem the zoo's 96 file has).
 FT := $(RUNS)/mnv2
 finetune: install

@@ -125,8 +125,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "(1,000)", 80, 256, lr=0.4, weight_decay=5e-4,
            label_smoothing=0.1, augment="flip_translate", mixed_bfloat16=True, **_SGD),
     Recipe("edge_nano_kd", "edge_nano", "edge_nano distilled from the zoo's edge_best int8 (soft targets, weight 0.5), "
-           "as edge_micro_kd; 1 seed: 86.65% validation (edge_nano 86.55%), 86.1% test: not shipped", 80, 256, lr=0.4, weight_decay=5e-4, label_smoothing=0.1, augment="flip_translate",
-           mixed_bfloat16=True, distill="edge_best_int8.tflite", distill_alpha=0.5, **_SGD),
+           "as edge_micro_kd; 1 seed: 86.65% validation (edge_nano 86.55%), 86.1% test: not shipped",
+           80, 256, lr=0.4, weight_decay=5e-4, label_smoothing=0.1, augment="flip_translate", mixed_bfloat16=True, distill="edge_best_int8.tflite", distill_alpha=0.5, **_SGD),
     Recipe("edge_micro_kd", "edge_micro", "edge_micro distilled from the zoo's edge_best int8 (soft targets, "
            "weight 0.5)", 40, 256, lr=0.4, weight_decay=5e-4, label_smoothing=0.1, augment="flip_translate",
            mixed_bfloat16=True, distill="edge_best_int8.tflite", distill_alpha=0.5, **_SGD),
