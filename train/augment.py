@@ -50,8 +50,7 @@ def affine_transforms(n, height: int, width: int, seed, rotation_deg: float = 0.
 def random_flip(images, seed):
     """Mirror each image left-right with probability 1/2."""
     n = tf.shape(images)[0]
-    flip = tf.random.stateless_uniform([n], seed=tf.cast(seed, tf.int64) + [5, 0]) < 0.5
-    return tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+    return mirror(images, tf.random.stateless_uniform([n], seed=tf.cast(seed, tf.int64) + [5, 0]) < 0.5)
 
 
 def transform(images, transforms, interpolation: str):
