@@ -120,7 +120,7 @@ results: install $(foreach r,$(ZOO),float-$(r))
 	for d in $(RUNS)/ladder/*-seed0/; do [ -f $$d/export/edgecifar.json ] || [ ! -f $$d/model.keras ] || \
 	  $(BIN)/edgecifar export $$d --int8 --fp32 || exit 1; done
 	$(BIN)/edgecifar bench edgecifar/zoo $$(ls -d $(RUNS)/zoo/*/export $(RUNS)/ladder/*-seed0/export $(RUNS)/mnv2/*/export 2>/dev/null) $(RUNS)/reference/export \
-	  --threads 1 --markdown $(RESULTS)/bench.md --csv $(RESULTS)/bench.csv --json $(RESULTS)/bench.json \
+	  --threads 1 --rounds 3 --reference $(RUNS)/reference/export/mnv2_w1.0_96_random_int8.tflite --markdown $(RESULTS)/bench.md --csv $(RESULTS)/bench.csv --json $(RESULTS)/bench.json \
 	  --plot $(RESULTS)/pareto.png
 	$(BIN)/python -m edgecifar.zoo $(RESULTS)/bench.json
 

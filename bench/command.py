@@ -21,6 +21,13 @@ from edgecifar.bench.devices import DEVICES, click_options
 @click.option("--blocks", type=click.IntRange(1), default=5, show_default=True,
               help="Latency = median of the medians of this many consecutive blocks of runs.")
 @click.option("--batch", type=click.IntRange(1), default=32, show_default=True, help="Batch for throughput.")
+@click.option("--rounds", type=click.IntRange(1), default=1, show_default=True,
+              help="Measure the whole list this many times, round-robin, so a drifting machine slows every file "
+                   "alike; latency = median of the round medians, spread = their min–max; accuracy in round 1.")
+@click.option("--reference", type=click.Path(path_type=Path), default=None,
+              help="One of the benched files (its path, or its name if no other file has it): every row gets "
+                   "its latency as a fraction of this file's (\"× ref\": the median over rounds of the ratio in "
+                   "the same round).")
 @click.option("--limit", type=click.IntRange(1), default=None,
               help="Use the first N test images (default: all; " + "; ".join(
                   f"{d.default_images:,} on {d.scheme}" for d in DEVICES.values() if d.default_images) + ").")
@@ -38,8 +45,8 @@ from edgecifar.bench.devices import DEVICES, click_options
 @click_options
 @click.option("--timeout", type=click.FloatRange(1), default=900, show_default=True, help="Seconds per row.")
 @click.pass_context
-def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, limit, data, runtime, json_out, csv_out, md_out,
-          plot_out, confusion_dir, timeout, **device_options):
+def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, rounds, reference, limit, data, runtime, json_out,
+          csv_out, md_out, plot_out, confusion_dir, timeout, **device_options):
     """Benchmark model files (or folders of them) on a device: top-1 with a 95% interval, batch-1 latency
     (median of block medians, with its spread, p90, p99), throughput, load time, peak memory.
 
@@ -61,9 +68,6 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, limit, data,
     files = core.expand(paths) if paths else core.expand(core.default_paths(runs_root()))
     dev = open_device(device, **device_options)  # each device takes its own options (devices.DEVICES)
     thread_list = thread_list if dev.threaded else thread_list[:1]
-    dataset = cifar.load(data)
-    n = min(limit or dev.default_images or len(dataset.y_test), len(dataset.y_test))
-    images, labels = dataset.x_test[:n], dataset.y_test[:n]
     if not paths:  # by default, only what this device runs: the others are named in one line
         refused = [p for p, problem in files if not problem and dev.refusal(p)]
         files = [(p, problem) for p, problem in files if p not in refused]
@@ -75,31 +79,44 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, limit, data,
         files, skipped = core.runnable_here(files)
         if skipped:
             click.echo(f"bench: {skipped}", err=True)
+    moot = [flag for flag, given in (("--rounds", rounds > 1), ("--reference", reference is not None)) if given]
+    if moot and not dev.timed:  # nothing timed: more rounds would only repeat the first, and no ratio exists
+        click.echo(f"bench: {' and '.join(moot)} ignored: {dev.name} measures no latency", err=True)
+        rounds, reference = 1, None
+    if reference is not None:
+        reference = core.find_reference(files, reference, dev.refusal)
+    dataset = cifar.load(data)
+    n = min(limit or dev.default_images or len(dataset.y_test), len(dataset.y_test))
+    images, labels = dataset.x_test[:n], dataset.y_test[:n]
 
     console = Console(width=None if sys.stdout.isatty() else 220)
     blocks = block_count(runs, blocks)  # what the worker splits the runs into: the figures say what ran
     timing = (f"; {plural(runs, 'run')} in {plural(blocks, 'block')} after {warmup} warm-up" if dev.timed
-              else "; not timed")
+              else "; not timed") + (f"; {rounds} rounds, round-robin" if rounds > 1 else "")
     click.echo(f"bench: {plural(len(files), 'file')} x threads {','.join(map(str, thread_list))} on {dev.name}; "
                f"{plural(n, 'test image')} from {dataset.source}{timing}", err=True)
 
-    def progress(row):
+    def progress(row, round_no):
         state = "ok" if row["status"] == "ok" else f"error: {row['error']}"
-        click.echo(f"  {row['file']} ({plural(row['threads'], 'thread')}): {state}", err=True)
+        where = f"round {round_no}/{rounds}: " if rounds > 1 else ""
+        click.echo(f"  {where}{row['file']} ({plural(row['threads'], 'thread')}): {state}", err=True)
 
     job = Job(file=Path(), images=Path(), runs=runs, warmup=warmup, blocks=blocks, batch=batch, runtime=runtime,
               timeout=timeout)
-    rows = core.run_bench(files, images, labels, dev, thread_list, job, on_row=progress)
+    rows = core.run_bench(files, images, labels, dev, thread_list, job, on_row=progress, rounds=rounds,
+                          reference=reference)
 
     console.print(dev.table(rows, title=f"edgecifar bench on {dev.name} ({plural(n, 'test image')})"))
-    for line in dev.legend(runs, blocks):
+    legend = dev.legend(runs, blocks, rounds) + ([report.reference_legend(reference.name)] if reference else [])
+    for line in legend:
         console.print(line, highlight=False)
     notes = {r["note"] for r in rows if r.get("note")}
     for note in sorted(notes):
         console.print(f"note: {note}", highlight=False)
 
     meta = {"device": dev.name, "threads": thread_list, "runs": runs, "warmup": warmup, "blocks": blocks,
-            "batch": batch, "runtime": runtime, "images": n, "data": Path(dataset.source).name,
+            "rounds": rounds, "reference": str(reference) if reference else None, "batch": batch,
+            "runtime": runtime, "images": n, "data": Path(dataset.source).name,
             "data_fingerprint": dataset.fingerprint, "host": platform.node(), "machine": platform.machine(),
             "python": platform.python_version(), **_device_facts(dev, rows), "commit": git_commit(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}

@@ -16,6 +16,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from edgecifar.bench.devices import Job
+from edgecifar.bench.rounds import over_rounds, round_robin, vs_reference
 from edgecifar.errors import EdgeCifarError
 from edgecifar.runtime import LOADERS, locate, missing_runtime
 from edgecifar.units import plural
@@ -25,9 +26,11 @@ FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
 
 #: Row fields in report order (``predictions`` travels alongside for the confusion matrices only).
 FIELDS = ("file", "model", "format", "precision", "runtime", "device", "threads", "bytes", "parameters", "macs",
-          "images", "correct", "accuracy", "ci_low", "ci_high", "latency_ms", "spread_lo_ms", "spread_hi_ms",
-          "p90_ms", "p99_ms", "runs", "blocks", "throughput_ips", "batch", "load_ms", "peak_rss_mb",
-          "tensorflow_imported", "status", "error")
+          "images", "correct", "accuracy", "ci_low", "ci_high", "latency_ms", "vs_reference", "spread_lo_ms",
+          "spread_hi_ms", "round_medians_ms", "p90_ms", "p99_ms", "runs", "blocks", "rounds", "throughput_ips",
+          "batch", "load_ms", "peak_rss_mb", "tensorflow_imported", "status", "error")
+#: Fields reported only when a row has them: with --reference, and with --rounds above 1.
+OPTIONAL = ("vs_reference", "round_medians_ms")
 
 
 # --------------------------------------------------------------------------- which files
@@ -110,6 +113,24 @@ def expand(paths: Iterable[str | Path]) -> list[tuple[Path, str | None]]:
     return out
 
 
+def find_reference(files: list[tuple[Path, str | None]], wanted: Path,
+                   refusal: Callable[[Path], str | None] = lambda path: None) -> Path:
+    """The benched file ``--reference`` names: the same file (resolved), or for a bare file name the one file
+    of that name. An error before anything runs when it names none, several, or a file that cannot run."""
+    wanted = Path(wanted)
+    matches = [p for p, _ in files if p.resolve() == wanted.resolve()]
+    if not matches and wanted.name == str(wanted):
+        matches = [p for p, _ in files if p.name == wanted.name]
+    if not matches:
+        raise EdgeCifarError(f"--reference {wanted}: not among the benched files (name it among the PATHs too)")
+    if len(matches) > 1:
+        raise EdgeCifarError(f"--reference {wanted}: {len(matches)} benched files have that name; give its path")
+    problem = dict(files)[matches[0]] or refusal(matches[0])
+    if problem:
+        raise EdgeCifarError(f"--reference {wanted}: {problem}")
+    return matches[0]
+
+
 # --------------------------------------------------------------------------- what we know about a file
 
 def manifest_entry(path: Path) -> dict:
@@ -175,39 +196,67 @@ def merge(row: dict, result: dict) -> dict:
 # --------------------------------------------------------------------------- the run
 
 def run_bench(files: list[tuple[Path, str | None]], images: np.ndarray, labels: np.ndarray, device,
-              threads: list[int], job: Job, on_row: Callable[[dict], None] | None = None) -> list[dict]:
+              threads: list[int], job: Job, on_row: Callable[[dict, int], None] | None = None, rounds: int = 1,
+              reference: Path | None = None) -> list[dict]:
     """One row per (file, thread count), each measured in its own worker process on ``device``.
 
     A device that ignores threads (``device.threaded`` false) gets one row per file; a file the device
-    cannot run (``device.refusal``) gets an error row saying why."""
-    rows: list[dict] = []
+    cannot run (``device.refusal``) gets an error row saying why. ``rounds`` above 1 measures the whole list
+    that many times, round-robin, so drift hits every file alike (:mod:`edgecifar.bench.rounds`): accuracy
+    in round 1 only, latency the median of the round medians; a row that fails is not measured again.
+    ``reference`` (one of the files) gives every row its ``vs_reference``. ``on_row(row, round)`` sees each
+    measurement as it ends."""
     threads = threads if getattr(device, "threaded", True) else threads[:1]
     refusal = getattr(device, "refusal", lambda path: None)
+    checked = [(path, problem or refusal(path)) for path, problem in files]
+    cells = [(path, problem, t) for path, problem in checked for t in threads]
+    rows: dict[int, dict] = {}            # cell -> its row from round 1 (an error row if a round failed)
+    medians: dict[int, list[float]] = {i: [] for i in range(len(cells))}
     with tempfile.TemporaryDirectory(prefix="edgecifar-bench-") as tmp:
         npz = Path(tmp) / "test.npz"
         np.savez(npz, x=np.ascontiguousarray(images, dtype=np.uint8), y=np.asarray(labels, dtype=np.int64))
         try:
-            for path, problem in files:
-                problem = problem or refusal(path)
-                for t in threads:
-                    row = base_row(path, device.name, t)
-                    if problem:
-                        result = {"status": "error", "error": problem}
-                    else:
-                        result = device.run(replace(job, file=path, images=npz, threads=t))
-                    row = merge(row, result)
-                    rows.append(row)
-                    if on_row:
-                        on_row(row)
+            for r, i in round_robin(range(len(cells)), rounds):
+                path, problem, t = cells[i]
+                if r > 1 and rows[i]["status"] != "ok":
+                    continue  # an error row is made once, not once per round
+                if problem:
+                    result = {"status": "error", "error": problem}
+                else:
+                    result = device.run(replace(job, file=path, images=npz, threads=t, accuracy=r == 1))
+                row = merge(base_row(path, device.name, t), result)
+                if on_row:
+                    on_row(row, r)
+                if r == 1:
+                    rows[i] = row
+                elif row["status"] != "ok":
+                    rows[i] = {**rows[i], "status": "error", "error": f"round {r}: {row['error']}"}
+                medians[i].append(row["latency_ms"])
         finally:
             device.close()
-    return rows
+    out = [with_rounds(rows[i], medians[i], rounds) for i in range(len(cells))]
+    if reference is not None:
+        ref = {t: i for i, (path, _, t) in enumerate(cells) if path == reference and out[i]["status"] == "ok"}
+        for i, (_, _, t) in enumerate(cells):
+            ok = out[i]["status"] == "ok" and t in ref
+            out[i]["vs_reference"] = vs_reference(medians[i], medians[ref[t]]) if ok else None
+    return out
+
+
+def with_rounds(row: dict, medians: list[float], rounds: int) -> dict:
+    """A row with its round count; above one round, its latency and spread from the round medians."""
+    row = {**row, "rounds": rounds}
+    if rounds > 1 and row["status"] == "ok":
+        row.update(over_rounds(medians), round_medians_ms=medians)
+    return row
 
 
 def fields(rows: list[dict]) -> list[str]:
-    """FIELDS, then any device's own fields found in ``rows`` (in first-seen order), for JSON and CSV."""
+    """FIELDS (the OPTIONAL ones when a row has them), then any device's own fields found in ``rows`` (in
+    first-seen order), for JSON and CSV."""
+    present = {k for r in rows for k in r}
     extra = [k for r in rows for k in r if k not in FIELDS and k not in ("note", "predictions")]
-    return [*FIELDS, *dict.fromkeys(extra)]
+    return [*(f for f in FIELDS if f not in OPTIONAL or f in present), *dict.fromkeys(extra)]
 
 
 def finite(value) -> bool:

@@ -53,11 +53,12 @@ class Job:
     batch: int = 32
     runtime: str = "auto"
     timeout: float = 900.0
+    accuracy: bool = True   # False: timing only (a later round; accuracy is deterministic, round 1 has it)
 
     def worker_args(self, file: str, images: str) -> list[str]:
         return [file, "--images", images, "--threads", str(self.threads), "--runs", str(self.runs),
                 "--warmup", str(self.warmup), "--blocks", str(self.blocks), "--batch", str(self.batch),
-                "--runtime", self.runtime]
+                "--runtime", self.runtime, *([] if self.accuracy else ["--no-accuracy"])]
 
 
 def error(message: str, **extra) -> dict:
@@ -154,9 +155,13 @@ class Device:
 
         return report.markdown(rows, meta)
 
-    def legend(self, runs: int, blocks: int) -> list[str]:
-        return [f"lat ms = median of {blocks} block medians of {runs} batch-1 runs; spread = min–max of the "
-                "block medians (wide spread = a noisy machine); p90/p99 pooled; * = on the Pareto front."]
+    def legend(self, runs: int, blocks: int, rounds: int = 1) -> list[str]:
+        if rounds == 1:
+            return [f"lat ms = median of {blocks} block medians of {runs} batch-1 runs; spread = min–max of the "
+                    "block medians (wide spread = a noisy machine); p90/p99 pooled; * = on the Pareto front."]
+        return [f"lat ms = median over {rounds} interleaved rounds of each round's median of {blocks} block medians "
+                f"of {runs} batch-1 runs; spread = min–max of the round medians (wide spread = a drifting "
+                "machine); p90/p99 pooled, throughput, load and memory from round 1; * = on the Pareto front."]
 
 
 DEVICES: dict[str, type[Device]] = {}
@@ -629,7 +634,7 @@ class MCUDevice(Device):
 
         return mcu.markdown(rows, meta)
 
-    def legend(self, runs: int, blocks: int) -> list[str]:
+    def legend(self, runs: int, blocks: int, rounds: int = 1) -> list[str]:
         from edgecifar.bench import mcu
 
         return mcu.legend()

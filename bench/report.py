@@ -48,6 +48,23 @@ def _ok(row: dict, key: str) -> bool:
     return row.get("status") == "ok" and finite(row.get(key))
 
 
+#: The column of latency as a fraction of the reference file's (``--reference``).
+REF = "× ref"
+
+#: Fields in the JSON only: a list has no clean CSV cell, and the CSV has the latency they summarize.
+JSON_ONLY = ("round_medians_ms",)
+
+
+def _has_reference(rows: list[dict]) -> bool:
+    return any("vs_reference" in r for r in rows)
+
+
+def reference_legend(name: str) -> str:
+    """What the "× ref" column means, naming the file it is a fraction of."""
+    return (f"{REF} = latency as a fraction of {name}'s: the median over rounds of each round's ratio "
+            "(round median / the reference's round median, same round, same thread count).")
+
+
 def table(rows: list[dict], title: str = "edgecifar bench"):
     """A terminal table that fits: one line per file x threads. File, size, top-1 and latency are always
     shown whole; the others (status first) fold away on narrow terminals (they are all in --json/--csv).
@@ -87,6 +104,7 @@ def table(rows: list[dict], title: str = "edgecifar bench"):
                keep=True),
         Column("95% CI (n)", ci, "right"),
         Column("lat ms", lambda i, r: _num(r.get("latency_ms"), ".3f"), "right", keep=True),
+        *([Column(REF, lambda i, r: _num(r.get("vs_reference"), ".3f"), "right")] if _has_reference(rows) else []),
         Column("spread ms", spread, "right"),
         Column("p90", lambda i, r: _num(r.get("p90_ms"), ".3f"), "right"),
         Column("p99", lambda i, r: _num(r.get("p99_ms"), ".3f"), "right"),
@@ -95,8 +113,8 @@ def table(rows: list[dict], title: str = "edgecifar bench"):
         Column("peak MiB", lambda i, r: _num(r.get("peak_rss_mb"), ".1f"), "right"),
         Column("status", status),
     ]
-    priority = ("status", "95% CI (n)", "thr", "prec", "runtime", "peak MiB", throughput, "MACs", "params", "p99", "fmt",
-                "spread ms", "p90", "load ms")
+    priority = (*((REF,) if _has_reference(rows) else ()), "status", "95% CI (n)", "thr", "prec", "runtime",
+                "peak MiB", throughput, "MACs", "params", "p99", "fmt", "spread ms", "p90", "load ms")
     errors = [Text(f"{name}: {_short_error(r)}", style="red")
               for name, r in zip(names, rows) if r.get("status") != "ok"]
     return FittedTable(columns, rows, title=title, priority=priority, footer=errors)
@@ -133,7 +151,8 @@ def write_json_report(path: str | Path, rows: list[dict], meta: dict) -> Path:
 
 def write_csv_report(path: str | Path, rows: list[dict]) -> Path:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=[*fields(rows), "note"], extrasaction="ignore", lineterminator="\n")
+    names = [f for f in fields(rows) if f not in JSON_ONLY]
+    writer = csv.DictWriter(buf, fieldnames=[*names, "note"], extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for r in plain_rows(rows):
         writer.writerow({k: ("" if v is None or (isinstance(v, float) and not math.isfinite(v))
@@ -161,11 +180,19 @@ def display_names(rows: list[dict]) -> list[str]:
 def markdown(rows: list[dict], meta: dict) -> str:
     """A GitHub table of the rows (``*`` marks the Pareto front), headed by what was measured and how."""
     front = front_indices(rows)
+    rounds = meta.get("rounds") or 1
+    latency = (f"median of {meta.get('blocks')} block medians of {meta.get('runs')} runs after "
+               f"{meta.get('warmup')} warm-up")
+    if rounds > 1:
+        latency = (f"median over {rounds} interleaved rounds of each round's {latency}; spread = min–max of the "
+                   "round medians")
     head = (f"{meta.get('images')} test images from {Path(str(meta.get('data'))).name}; device {meta.get('device')}; "
-            f"batch-1 latency = median of {meta.get('blocks')} block medians of {meta.get('runs')} runs after "
-            f"{meta.get('warmup')} warm-up; throughput at batch {meta.get('batch')}; commit {meta.get('commit')}.")
+            f"batch-1 latency = {latency}; throughput at batch {meta.get('batch')}; commit {meta.get('commit')}.")
+    if meta.get("reference"):
+        head += " " + reference_legend(Path(meta["reference"]).name)
+    ref = _has_reference(rows)
     cols = ["file", "prec", "runtime", "thr", "size", "params", "MACs", "top-1 [95% CI]", "lat ms (spread)",
-            "p99 ms", "img/s", "peak MiB", "status"]
+            *([REF] if ref else []), "p99 ms", "img/s", "peak MiB", "status"]
     lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for i, (r, shown) in enumerate(zip(rows, display_names(rows))):
         ok = r.get("status") == "ok"
@@ -177,8 +204,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
         lines.append("| " + " | ".join([
             shown, r.get("precision") or "", r.get("runtime") or "", str(r.get("threads", "")),
             _size(r.get("bytes")), _count(r.get("parameters")), _count(r.get("macs")), acc, lat,
-            _num(r.get("p99_ms"), ".3f"), _num(r.get("throughput_ips"), ",.0f"), _num(r.get("peak_rss_mb"), ".0f"),
-            status]) + " |")
+            *([_num(r.get("vs_reference"), ".3f")] if ref else []), _num(r.get("p99_ms"), ".3f"),
+            _num(r.get("throughput_ips"), ",.0f"), _num(r.get("peak_rss_mb"), ".0f"), status]) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,14 +1,15 @@
 """Measure one model file in this process and print one JSON line. Runtime-only: no TensorFlow, no rich.
 
     python -m edgecifar.bench.worker FILE --images TEST.npz [--threads 1] [--runs 200] [--warmup 20]
-                                          [--blocks 5] [--batch 32] [--runtime auto]
+                                          [--blocks 5] [--batch 32] [--runtime auto] [--no-accuracy]
 
 This is what the bench runs in a fresh process per file (locally, or on a board over ssh), so a
 crash, a leak or the memory high-water mark of one file never touches another. ``TEST.npz`` holds
 ``x`` (uint8 [N, 32, 32, 3]) and ``y`` (int [N]).
 
 What is measured:
-- accuracy: ``model.predict`` (the runtime plus the file's own input/output quantization) over all N;
+- accuracy: ``model.predict`` (the runtime plus the file's own input/output quantization) over all N
+  (``--no-accuracy`` skips it: the bench's later rounds, whose first round has it; it is deterministic);
 - latency at batch 1: the runtime's own call (``Interpreter.invoke`` / ``InferenceSession.run``) on a
   real test image already placed in the input tensor, after ``--warmup`` calls; ``--runs`` calls in
   ``--blocks`` consecutive blocks (see :mod:`edgecifar.bench.stats`);
@@ -160,28 +161,15 @@ def time_calls(call: Callable[[], object], runs: int, warmup: int) -> list[float
     return times
 
 
-def measure(path: Path, images: np.ndarray, labels: np.ndarray, threads: int = 1, runs: int = 200,
-            warmup: int = 20, blocks: int = 5, batch: int = 32, runtime: str = "auto", timed: bool = True) -> dict:
-    """Everything the bench reports about one file at one thread count (raises on a bad file).
-
-    ``timed=False`` (an emulated CPU): accuracy and predictions only; no timing and no memory figures."""
-    from edgecifar import runtime as rt
-    from edgecifar.bench import stats
+def accuracy_figures(model, images: np.ndarray, labels: np.ndarray) -> dict:
+    """Top-1 over all images with its 95% interval, each image's prediction and its outputs' digest."""
     from edgecifar.metrics import wilson_interval
-
-    t0 = time.perf_counter()
-    model = rt.load(path, threads=threads, runtime=runtime)
-    invoke_one = invoker(model, images[:1])  # includes allocate_tensors: part of getting ready
-    load_s = time.perf_counter() - t0
 
     probs = model.predict(images)
     predicted = np.argmax(probs, axis=1)
     correct = int(np.sum(predicted == labels))
     low, high = wilson_interval(correct, len(labels))
-    result = {
-        "status": "ok",
-        "runtime": model.runtime,
-        "threads": threads,
+    return {
         "images": int(len(labels)),
         "correct": correct,
         "accuracy": correct / len(labels) if len(labels) else float("nan"),
@@ -191,6 +179,25 @@ def measure(path: Path, images: np.ndarray, labels: np.ndarray, threads: int = 1
         # Each image's output values, hashed (CRC-32): equal on two machines = bit-identical outputs.
         "output_digests": [zlib.crc32(row.tobytes()) for row in np.ascontiguousarray(probs, dtype=np.float32)],
     }
+
+
+def measure(path: Path, images: np.ndarray, labels: np.ndarray, threads: int = 1, runs: int = 200,
+            warmup: int = 20, blocks: int = 5, batch: int = 32, runtime: str = "auto", timed: bool = True,
+            accuracy: bool = True) -> dict:
+    """Everything the bench reports about one file at one thread count (raises on a bad file).
+
+    ``timed=False`` (an emulated CPU): accuracy and predictions only; no timing and no memory figures.
+    ``accuracy=False`` (a later bench round): no accuracy pass, so a round costs its timing alone."""
+    from edgecifar import runtime as rt
+    from edgecifar.bench import stats
+
+    t0 = time.perf_counter()
+    model = rt.load(path, threads=threads, runtime=runtime)
+    invoke_one = invoker(model, images[:1])  # includes allocate_tensors: part of getting ready
+    load_s = time.perf_counter() - t0
+
+    result = {"status": "ok", "runtime": model.runtime, "threads": threads,
+              **(accuracy_figures(model, images, labels) if accuracy else {})}
     if not timed:
         nan = float("nan")
         return {**result, "precision_guess": guess_precision(model, path), "latency": None, "batch": batch,
@@ -236,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=5)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--runtime", default="auto")
+    parser.add_argument("--no-accuracy", action="store_true", help="time only (a later bench round)")
     args = parser.parse_args(argv)
 
     emulated = emulation()
@@ -249,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         with np.load(args.images) as npz:
             images, labels = npz["x"], npz["y"]
         result.update(measure(Path(args.file), images, labels, args.threads, args.runs, args.warmup,
-                              args.blocks, args.batch, args.runtime, timed=not emulated))
+                              args.blocks, args.batch, args.runtime, timed=not emulated,
+                              accuracy=not args.no_accuracy))
     except Exception as exc:  # one line for the report, never a traceback
         result.update(status="error", error=_one_line(exc), peak_rss_mb=peak_rss_mb())
         result["missing_runtime"] = _missing_runtime(args.file)

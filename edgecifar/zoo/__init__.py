@@ -12,8 +12,8 @@ from pathlib import Path
 
 ZOO_DIR = Path(__file__).resolve().parent
 MANIFEST = "edgecifar.json"
-BENCH_KEYS = ("accuracy", "images", "ci_low", "ci_high", "latency_ms", "spread_lo_ms", "spread_hi_ms", "p99_ms",
-              "throughput_ips", "peak_rss_mb", "threads", "runtime")
+BENCH_KEYS = ("accuracy", "images", "ci_low", "ci_high", "latency_ms", "vs_reference", "spread_lo_ms", "spread_hi_ms",
+              "p99_ms", "throughput_ips", "peak_rss_mb", "threads", "rounds", "runtime")
 
 
 def load_manifest(folder: Path = ZOO_DIR) -> dict:
