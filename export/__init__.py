@@ -8,6 +8,7 @@ into ``--out`` (default ``RUN_DIR/export/``). Modules, one job each:
 - ``tflite``, ``onnx``: the writers. ``calibration``: which images calibrate and which validate.
 - ``validate``: each file in LiteRT/onnxruntime (never TensorFlow) against Keras.
 - ``manifest``: ``edgecifar.json``, merged by file name on re-export. ``source``: find and check the model.
+- ``tta``: the table of test-time augmentations ``--tta [flip|crops]`` builds into a file.
 - ``pipeline``: the order of things. ``report``: the results table. ``command``: the click CLI.
 
 Images: training held out ``stratified_split(y_train, V, seed=0)`` (V from the run's metrics.json, else

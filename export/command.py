@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from edgecifar.export import tta as tta_kinds
 from edgecifar.export.formats import FORMATS
 
 
@@ -36,6 +37,14 @@ def _given_or_none(ctx: click.Context, param: click.Parameter, value):
     return None if ctx.get_parameter_source(param.name) is ParameterSource.DEFAULT else value
 
 
+def _tta_kind(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A kind of export.tta.TTA, checked while the command line is parsed: an unknown one is one error line
+    and exit 2 (click.Choice would print the usage block too)."""
+    if value is not None:
+        tta_kinds.get(value)
+    return value
+
+
 def _format_options(values: dict) -> dict[str, dict]:
     """Pop the --FLAG-NAME values out of the command's keywords into {format key: {option name: value}},
     keeping only the options given (not None)."""
@@ -49,8 +58,11 @@ def _format_options(values: dict) -> dict[str, dict]:
 @click.argument("model", required=False, type=click.Path(path_type=Path))
 @_format_flags
 @click.option("--all", "everything", is_flag=True, help="Every format above.")
-@click.option("--tta", is_flag=True, help="Export the model averaged with its mirror image (flip test-time "
-              "augmentation: twice the work, files named NAME_tta_*).")
+@click.option("--tta", is_flag=False, flag_value=tta_kinds.DEFAULT, default=None, callback=_tta_kind,
+              metavar="[" + "|".join(tta_kinds.TTA) + "]",
+              help="Export the model with test-time augmentation inside, its weights stored once. "
+              + "; ".join(f"{k}{' (a bare --tta)' if k == tta_kinds.DEFAULT else ''}: {t.help}, {t.views}x the "
+                          f"MACs, files NAME{t.suffix}_*" for k, t in tta_kinds.TTA.items()) + ".")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (default: RUN_DIR/export/, next to the model).")
 @click.option("--calibration", "n_calibration", type=int, default=500, show_default=True,
@@ -62,7 +74,7 @@ def _format_options(values: dict) -> dict[str, dict]:
 @click.option("--strict", is_flag=True, help="Exit 1 when any format drops more than --threshold (for CI).")
 @click.option("--data", type=click.Path(path_type=Path),
               help="cifar-10-python.tar.gz or cifar-10-batches-py/ (default $EDGECIFAR_DATA, else the run's data).")
-def export(model: Path | None, everything: bool, tta: bool, out: Path | None, n_calibration: int, val_size: int,
+def export(model: Path | None, everything: bool, tta: str | None, out: Path | None, n_calibration: int, val_size: int,
            threshold: float, strict: bool, data: Path | None, **flags: bool) -> None:
     """Convert MODEL (a run directory or .keras file; default: the newest run) to TFLite/ONNX files,
     validate each one in its device runtime against Keras, and write edgecifar.json beside them.

@@ -14,6 +14,7 @@ from typing import Any
 
 from edgecifar import INPUT_SHAPE
 from edgecifar.errors import ModelError, one_line
+from edgecifar.export import tta as tta_kinds
 from edgecifar.fileio import portable_path
 from edgecifar.runs import latest_run, runs_root
 
@@ -26,7 +27,7 @@ class Source:
 
     path: Path
     metrics: dict[str, Any] = field(default_factory=dict)
-    tta: bool = False  # export the flip test-time-augmented model (edgecifar.models.layers.with_flip_tta)
+    tta: str | None = None  # a key of export.tta.TTA: export the model with that test-time augmentation inside
 
     @property
     def run_dir(self) -> Path:
@@ -36,7 +37,7 @@ class Source:
     def name(self) -> str:
         """File name prefix: the recipe, else the .keras stem (the run folder's name for model.keras)."""
         raw = self.metrics.get("recipe") or (self.run_dir.name if self.path.name == MODEL_FILE else self.path.stem)
-        raw = f"{raw}_tta" if self.tta else raw
+        raw = f"{raw}{tta_kinds.get(self.tta).suffix}" if self.tta else raw
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(raw)) or "model"
 
     @property
@@ -54,8 +55,11 @@ class Source:
         return int(value) if isinstance(value, int) and value > 0 else None
 
 
-def resolve(arg: str | Path | None, tta: bool = False) -> Source:
-    """MODEL argument -> Source; without one, the newest finished run under runs/."""
+def resolve(arg: str | Path | None, tta: str | None = None) -> Source:
+    """MODEL argument -> Source; without one, the newest finished run under runs/. ``tta``: a kind of
+    export.tta.TTA, or None."""
+    if tta is not None:
+        tta_kinds.get(tta)  # an unknown kind fails here, before the model loads
     if arg is None:
         run = latest_run()
         if run is None:
@@ -103,9 +107,7 @@ def load_model(source: Source):
         shown = ", ".join("N" if d is None else str(d) for d in out)
         raise ModelError(f"{source.path}: output shape [{shown}], expected [N, 10] class probabilities")
     if source.tta:
-        from edgecifar.models.layers import with_flip_tta
-
-        model = with_flip_tta(model)
+        model = tta_kinds.get(source.tta).wrap(model)
     return model
 
 
@@ -116,6 +118,6 @@ def describe(source: Source, model, digest: str) -> dict[str, Any]:
         from edgecifar.models.stats import count_macs, count_params
 
         params, macs = count_params(model), count_macs(model)
-    macs = macs * 2 if source.tta else macs     # flip TTA runs the network twice
+    macs = macs * tta_kinds.get(source.tta).views if source.tta else macs  # TTA runs the network once per view
     return {"model": portable_path(source.path), "sha256": digest[:16], "recipe": source.metrics.get("recipe"),
             "data_fingerprint": source.data_fingerprint, "parameters": int(params), "macs": int(macs)}

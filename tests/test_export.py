@@ -236,6 +236,80 @@ def test_tta_file_stores_the_weights_once(trained_run, tmp_path):
     assert sizes[True] < 1.02 * sizes[False]
 
 
+def export_tta(trained_run, out, *flags: str) -> dict:
+    """``edgecifar export RUN FLAGS`` in a subprocess; the manifest's only file entry."""
+    result = subprocess.run([sys.executable, "-m", "edgecifar", "export", str(trained_run), *flags, "--out", str(out),
+                             "--val-size", "40", "--calibration", "20"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [entry] = json.loads((out / "edgecifar.json").read_text())["files"]
+    return entry
+
+
+@pytest.mark.slow
+def test_crop_tta_export_weighs_six_views_as_airbench_and_makes_six_times_the_macs(trained_run, tmp_path):
+    """airbench94's infer_mirror_translate, on probabilities: 1/4 the image and its mirror, 1/8 each of the
+    image reflect-padded by 1 and cropped at [0:32] and [2:34], and their mirrors."""
+    import keras
+
+    from edgecifar import runtime
+
+    entry = export_tta(trained_run, tmp_path / "crops", "--fp32", "--tta", "crops")
+    assert (entry["file"], entry["model"]) == ("baseline_tta6_fp32.tflite", "baseline_tta6")
+    assert entry["macs"] == 6 * json.loads((trained_run / "metrics.json").read_text())["macs"]
+    model = keras.models.load_model(trained_run / "model.keras")
+    x = np.random.default_rng(3).integers(0, 256, (5, 32, 32, 3)).astype(np.float32)
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    expected = sum(w * (np.asarray(model(v)) + np.asarray(model(v[:, :, ::-1])))
+                   for w, v in [(0.25, x), (0.125, padded[:, 0:32, 0:32]), (0.125, padded[:, 2:34, 2:34])])
+    assert np.allclose(runtime.load(tmp_path / "crops" / entry["file"]).predict(x), expected, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_crop_tta_int8_file_converts_and_stores_the_weights_once(trained_run, tmp_path):
+    plain = export_tta(trained_run, tmp_path / "plain", "--int8")
+    crops = export_tta(trained_run, tmp_path / "crops", "--int8", "--tta", "crops")
+    assert crops["file"] == "baseline_tta6_int8.tflite"
+    assert crops["input"]["dtype"] == "int8" and crops["validation"]["status"] == plain["validation"]["status"]
+    assert crops["bytes"] < 1.02 * plain["bytes"]
+
+
+def test_an_unknown_tta_kind_is_one_error_line_and_writes_nothing(trained_run, tmp_path):
+    out = tmp_path / "bogus"
+    proc = subprocess.run([sys.executable, "-m", "edgecifar", "export", str(trained_run), "--tta", "bogus",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and not out.exists() and proc.stdout == ""
+    assert proc.stderr == ("error: --tta bogus: unknown kind; known: flip, crops (a bare --tta means flip and goes "
+                           "after MODEL)\n")
+
+
+def test_each_tta_kind_feeds_the_network_as_many_views_as_its_macs_count():
+    import keras
+
+    from edgecifar.export.tta import TTA
+
+    inp = keras.Input((32, 32, 3))
+    inner = keras.Model(inp, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inp)), name="inner")
+    x = np.zeros((3, 32, 32, 3), np.float32)
+    for kind in TTA.values():
+        wrapped = kind.wrap(inner)
+        stack = wrapped.layers[1]  # pixels -> stack of views -> inner -> mean
+        assert wrapped.layers[2] is inner and stack(x).shape[0] == kind.views * len(x)
+
+
+def test_crop_tta_model_saves_and_loads_as_keras(tmp_path):
+    """Its layers are registered for serialization, as the flip TTA's."""
+    import keras
+
+    from edgecifar.models.layers import with_crop_tta
+
+    inp = keras.Input((32, 32, 3))
+    model = with_crop_tta(keras.Model(inp, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inp))))
+    model.save(tmp_path / "crops.keras")
+    x = np.random.default_rng(4).integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
+    loaded = keras.saving.load_model(tmp_path / "crops.keras", compile=False)
+    assert np.allclose(loaded(x), model(x), atol=1e-6)
+
+
 @pytest.mark.slow
 def test_gelu_models_export_to_onnx_that_matches_keras(synthetic_archive, tmp_path):
     """Exact GELU lowers to TF's Erfc, which tf2onnx cannot map by itself."""

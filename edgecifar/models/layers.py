@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import keras
 import numpy as np
 
@@ -50,6 +52,40 @@ class MeanOfHalves(keras.layers.Layer):
         return keras.ops.mean(keras.ops.reshape(x, (2, -1, x.shape[-1])), axis=0)
 
 
+@keras.saving.register_keras_serializable(package="edgecifar")
+class StackCrops(keras.layers.Layer):
+    """Batch of N images -> batch of 6N: the image, the image shifted one pixel down-right, then one pixel
+    up-left (reflect padding by 1, crops [0:32] and [2:34]), each followed by its mirror.
+
+    The views of airbench94's ``infer_mirror_translate`` (MIRROR_PAD, STRIDED_SLICE, REVERSE_V2, CONCATENATION)."""
+
+    def call(self, x):
+        padded = keras.ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="reflect")
+        views = (x, padded[:, :-2, :-2], padded[:, 2:, 2:])
+        return keras.ops.concatenate([v for view in views for v in (view, keras.ops.flip(view, axis=2))], axis=0)
+
+
+@keras.saving.register_keras_serializable(package="edgecifar")
+class WeightedMeanOfGroups(keras.layers.Layer):
+    """Batch of G*N score rows -> N rows: row i is the sum over g of ``view_weights[g]`` * row g*N + i."""
+
+    def __init__(self, view_weights: Sequence[float], **kwargs):
+        super().__init__(**kwargs)
+        self.view_weights = tuple(float(w) for w in view_weights)
+
+    def call(self, x):
+        groups = keras.ops.reshape(x, (len(self.view_weights), -1, x.shape[-1]))
+        w = keras.ops.reshape(keras.ops.convert_to_tensor(self.view_weights, dtype=x.dtype), (-1, 1, 1))
+        return keras.ops.sum(groups * w, axis=0)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "view_weights": list(self.view_weights)}
+
+
+#: Weights of StackCrops' six views (airbench94): 1/2 to the image and its mirror, 1/2 to the four shifted views.
+CROP_WEIGHTS = (0.25, 0.25, 0.125, 0.125, 0.125, 0.125)
+
+
 def with_flip_tta(model: keras.Model) -> keras.Model:
     """Average the model's probabilities on the image and its mirror: about twice the work, often
     a few tenths of a point more accuracy. Same contract, same weights.
@@ -60,3 +96,13 @@ def with_flip_tta(model: keras.Model) -> keras.Model:
     inp = pixels_input()
     out = MeanOfHalves(name="flip_tta", dtype="float32")(model(StackMirror(name="mirror")(inp)))
     return keras.Model(inp, out, name=f"{model.name}_tta")
+
+
+def with_crop_tta(model: keras.Model) -> keras.Model:
+    """Average the model's probabilities on six views (StackCrops, weighted by CROP_WEIGHTS): airbench94's
+    second TTA level, six times the work, same contract, same weights (stored once, as in with_flip_tta).
+
+    airbench averages logits; our models end in a softmax, so this averages probabilities."""
+    inp = pixels_input()
+    out = WeightedMeanOfGroups(CROP_WEIGHTS, name="crop_tta", dtype="float32")(model(StackCrops(name="crops")(inp)))
+    return keras.Model(inp, out, name=f"{model.name}_tta6")
