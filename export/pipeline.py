@@ -18,7 +18,7 @@ import numpy as np
 
 from edgecifar import data as cifar
 from edgecifar.errors import EdgeCifarError, one_line
-from edgecifar.export import calibration, manifest
+from edgecifar.export import calibration, manifest, tta
 from edgecifar.export.formats import FORMATS, Format
 from edgecifar.export.job import ExportJob
 from edgecifar.export.source import Source, describe, load_model
@@ -133,7 +133,10 @@ def _run(cfg: ExportConfig, out: Path, say: Callable[[str], None]) -> Report:
         warnings.append(f"only {len(split.y_val)} held-out images to validate on (--val-size {cfg.val_size})")
 
     say(f"{cfg.source.path}: Keras reference on {len(split.y_val):,} validation images")
-    reference = keras_scores(model, split.x_val)
+    # A TTA model feeds the network several views per image: keep the images per call constant (500 at 128x128
+    # and six views took 22 GB and was killed).
+    views = tta.get(cfg.source.tta).views if cfg.source.tta else 1
+    reference = keras_scores(model, split.x_val, batch=max(1, 500 // views))
     job = ExportJob(model, cfg.source.name, split.calibration)
     digest = manifest.sha256(cfg.source.path)
     source = describe(cfg.source, model, digest)
