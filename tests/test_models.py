@@ -77,3 +77,16 @@ def test_mobilenet_backbone_is_a_named_sub_model_at_96_with_imagenet_statistics(
 def test_mobilenet_weights_that_do_not_exist_are_named(tmp_path):
     with pytest.raises(ModelError, match="no MobileNetV2 weights file"):
         models.create("mnv2_dropout", weights=str(tmp_path / "missing.h5"))
+
+
+def test_a_failed_imagenet_download_is_one_error_line_naming_the_weights_variable(tmp_path, monkeypatch):
+    # No local copy anywhere, and every download goes to a closed port: Keras' get_file raises a bare Exception.
+    monkeypatch.delenv("EDGECIFAR_WEIGHTS", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with pytest.raises(ModelError, match=r"cannot download .* for 160x160 .*EDGECIFAR_WEIGHTS") as err:
+        models.create("mnv2_dropout", size=160)
+    assert "\n" not in str(err.value)

@@ -54,6 +54,12 @@ def _backbone(alpha: float, size: int, weights: str | None) -> keras.Model:
     except (OSError, ValueError) as exc:
         raise ModelError(f"{resolved}: cannot load MobileNetV2 width {alpha:g} weights ({exc}); "
                          f"point ${WEIGHTS_VAR} at a local copy") from None
+    except Exception as exc:  # Keras' get_file raises a bare Exception when the download fails
+        if resolved != "imagenet":
+            raise
+        raise ModelError(f"cannot download the ImageNet MobileNetV2 width {alpha:g} weights for {size}x{size} "
+                         f"({str(exc).splitlines()[0]}); point ${WEIGHTS_VAR} at a local copy of "
+                         f"{weights_filename(alpha)}") from None
     return base
 
 
