@@ -12,7 +12,7 @@ from pathlib import Path
 from edgecifar.bench.core import fields, finite
 from edgecifar.bench.pareto import pareto_front
 from edgecifar import units
-from edgecifar.fileio import write_json, write_text
+from edgecifar.fileio import portable_path, write_json, write_text
 
 
 def _num(value, fmt: str, empty: str = "–") -> str:
@@ -121,10 +121,12 @@ def table(rows: list[dict], title: str = "edgecifar bench"):
 
 
 def plain_rows(rows: list[dict]) -> list[dict]:
-    """Rows with the report's fields only (no per-image predictions), for JSON/CSV."""
+    """Rows with the report's fields only (no per-image predictions), for JSON/CSV; files named as a report that
+    travels should name them (relative to the working directory, else ``~/...``), not by one machine's home."""
     out = []
     for r in rows:
         d = {k: r.get(k) for k in fields(rows)}
+        d["file"] = portable_path(r["file"])
         if r.get("note"):
             d["note"] = r["note"]
         out.append(d)
@@ -145,7 +147,7 @@ def _json_safe(value):
 def write_json_report(path: str | Path, rows: list[dict], meta: dict) -> Path:
     front = sorted(front_indices(rows))
     doc = {"meta": meta, "rows": plain_rows(rows),
-           "pareto_front": [{"file": rows[i]["file"], "threads": rows[i].get("threads")} for i in front]}
+           "pareto_front": [{"file": portable_path(rows[i]["file"]), "threads": rows[i].get("threads")} for i in front]}
     return write_json(path, _json_safe(doc))
 
 

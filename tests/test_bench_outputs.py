@@ -103,3 +103,20 @@ def test_bench_json_records_the_cpu_and_the_runtime_versions(bench_models, synth
     assert meta["cpu"] == cpuinfo[0]                                 # what lscpu calls "Model name"
     assert meta["versions"]["ai-edge-litert"] == metadata.version("ai-edge-litert")
     assert meta["versions"]["onnxruntime"] == metadata.version("onnxruntime")
+
+
+def test_json_and_csv_name_a_file_under_home_by_its_tilde_path_not_one_machines_home(
+        bench_models, synthetic_archive, tmp_path, monkeypatch):
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    (home / "runs").mkdir(parents=True)
+    elsewhere.mkdir()
+    shutil.copy(bench_models / "tiny_int8.tflite", home / "runs" / "m_int8.tflite")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(elsewhere)
+    out, csv_out = tmp_path / "r.json", tmp_path / "r.csv"
+    result = bench(str(home / "runs" / "m_int8.tflite"), *QUICK, "--json", str(out), "--csv", str(csv_out),
+                   data=synthetic_archive)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert [r["file"] for r in doc["rows"]] == ["~/runs/m_int8.tflite"]
+    assert "~/runs/m_int8.tflite" in csv_out.read_text() and str(home) not in csv_out.read_text()
