@@ -71,6 +71,7 @@ finetune: install
 	  { $(BIN)/edgecifar export $(FT)/mnv2_ft160-seed0 --int8 --int8-float-ops 13 --fp32 && \
 	    $(BIN)/edgecifar export $(FT)/mnv2_ft160-seed0 --int8 --int8-float-ops 13 --tta && \
 	    $(BIN)/edgecifar export $(FT)/mnv2_ft160-seed0 --int8 --int8-float-ops 13 --tta crops; }
+	$(BIN)/python -m edgecifar.bench.ladder $(FT) --out $(RESULTS)/finetune.md --csv $(RESULTS)/finetune.csv
 
 zoo-train: install
 	for r in $(ZOO); do bench/train_once.sh $$r $(RUNS)/zoo/$$r --val-size 2000 || exit 1; done
@@ -132,8 +133,8 @@ results: install $(foreach r,$(ZOO),float-$(r))
 	for d in $(RUNS)/ladder/*-seed0/; do [ -f $$d/export/edgecifar.json ] || [ ! -f $$d/model.keras ] || \
 	  $(BIN)/edgecifar export $$d --int8 --fp32 || exit 1; done
 	$(BIN)/edgecifar bench edgecifar/zoo $$(ls -d $(RUNS)/zoo/*/export $(RUNS)/ladder/*-seed0/export $(RUNS)/mnv2/*/export 2>/dev/null) $(RUNS)/reference/export \
-	  --threads 1 --rounds 3 --reference $(RUNS)/reference/export/mnv2_w1.0_96_random_int8.tflite --markdown $(RESULTS)/bench.md --csv $(RESULTS)/bench.csv --json $(RESULTS)/bench.json \
-	  --plot $(RESULTS)/pareto.png
+	  --threads 1 --rounds 3 --reference $(RUNS)/reference/export/mnv2_w1.0_96_random_int8.tflite \
+	  --markdown $(RESULTS)/bench.md --csv $(RESULTS)/bench.csv --json $(RESULTS)/bench.json --plot $(RESULTS)/pareto.png
 	$(BIN)/python -m edgecifar.zoo $(RESULTS)/bench.json
 
 # Every zoo file in TensorFlow Lite Micro's interpreter (reference kernels, on this CPU): ops, smallest arena, top-1
