@@ -146,7 +146,8 @@ def _run(cfg: ExportConfig, out: Path, say: Callable[[str], None]) -> Report:
     for fmt in cfg.formats:
         say(f"{fmt.title}: writing {out / fmt.filename(job.name)}")
         options = cfg.options_of(fmt)
-        outcome, loaded = _export_one(fmt, job, out, split, reference, cfg.threshold, options)
+        outcome, loaded = _export_one(fmt, job, out, split, reference, cfg.threshold,
+                                      tta.network_options(options, cfg.source.tta))
         report.outcomes.append(outcome)
         if outcome.written and runs_on_mcu(fmt):
             say(f"{fmt.title}: checking {outcome.path.name} in TensorFlow Lite Micro")

@@ -193,3 +193,27 @@ def test_the_api_refuses_options_a_format_does_not_declare_or_was_not_chosen_for
     with pytest.raises(EdgeCifarError, match=r"--int8-float-ops '3': expected int"):
         ExportConfig(src, [by_key("int8")], options={"int8": {"float_ops": "3"}})
     assert ExportConfig(src, [by_key("int8")]).options_of(by_key("int8")) == {"float_ops": 0}
+
+
+@pytest.mark.parametrize("kind", ["flip", "crops"])
+def test_float_ops_count_the_networks_operators_in_a_tta_file_too(int8_files, kind, tmp_path):
+    """--int8-float-ops 2 keeps the same two convolutions in float with or without TTA: the views' own
+    operators come first in the graph and are not counted (export/tta.py ``prefix_ops``)."""
+    from edgecifar.export.calibration import full_range
+    from edgecifar.export.job import ExportJob
+    from edgecifar.export.tflite import write_int8
+    from edgecifar.export.tta import TTA, network_options
+
+    _, model, images = int8_files
+    job = ExportJob(TTA[kind].wrap(model), "tiny", full_range(images))
+    write_int8(job, tmp_path / "tta.tflite", **network_options({"float_ops": 2}, kind))
+    weights = [w for op, w in _ops((tmp_path / "tta.tflite").read_bytes()) if w != "none"]
+    assert weights == ["float32", "float32", "int8", "int8"]
+
+
+def test_float_ops_of_a_file_without_tta_or_without_a_float_stem_are_unchanged():
+    from edgecifar.export.tta import network_options
+
+    assert network_options({"float_ops": 13}, None) == {"float_ops": 13}
+    assert network_options({"float_ops": 0}, "crops") == {"float_ops": 0}
+    assert network_options({"float_ops": 13}, "crops") == {"float_ops": 20}
