@@ -63,14 +63,10 @@ finetune: install
 	[ ! -f $(FT)/mnv2_ft96-seed0/model.keras ] || [ -f $(FT)/mnv2_ft96-seed0/export/edgecifar.json ] || \
 	  { $(BIN)/edgecifar export $(FT)/mnv2_ft96-seed0 --int8 --fp32 && \
 	    $(BIN)/edgecifar export $(FT)/mnv2_ft96-seed0 --int8 --fp32 --tta; }
-	[ ! -f $(FT)/mnv2_ft128-seed0/model.keras ] || [ -f $(FT)/mnv2_ft128-seed0/export/edgecifar.json ] || \
-	  { $(BIN)/edgecifar export $(FT)/mnv2_ft128-seed0 --int8 --int8-float-ops 13 --fp32 && \
-	    $(BIN)/edgecifar export $(FT)/mnv2_ft128-seed0 --int8 --int8-float-ops 13 --tta && \
-	    $(BIN)/edgecifar export $(FT)/mnv2_ft128-seed0 --int8 --int8-float-ops 13 --tta crops; }
-	[ ! -f $(FT)/mnv2_ft160-seed0/model.keras ] || [ -f $(FT)/mnv2_ft160-seed0/export/edgecifar.json ] || \
-	  { $(BIN)/edgecifar export $(FT)/mnv2_ft160-seed0 --int8 --int8-float-ops 13 --fp32 && \
-	    $(BIN)/edgecifar export $(FT)/mnv2_ft160-seed0 --int8 --int8-float-ops 13 --tta && \
-	    $(BIN)/edgecifar export $(FT)/mnv2_ft160-seed0 --int8 --int8-float-ops 13 --tta crops; }
+	for d in $(FT)/mnv2_ft128-seed0 $(FT)/mnv2_ft160-seed0; do [ ! -f $$d/model.keras ] || [ -f $$d/export/edgecifar.json ] || \
+	  { $(BIN)/edgecifar export $$d --int8 --int8-float-ops 13 --fp32 && \
+	    $(BIN)/edgecifar export $$d --int8 --int8-float-ops 13 --tta && \
+	    $(BIN)/edgecifar export $$d --int8 --int8-float-ops 13 --tta crops; } || exit 1; done
 	$(BIN)/python -m edgecifar.bench.ladder $(FT) --out $(RESULTS)/finetune.md --csv $(RESULTS)/finetune.csv
 
 zoo-train: install
