@@ -135,8 +135,7 @@ def _run(cfg: ExportConfig, out: Path, say: Callable[[str], None]) -> Report:
     say(f"{cfg.source.path}: Keras reference on {len(split.y_val):,} validation images")
     # A TTA model feeds the network several views per image: keep the images per call constant (500 at 128x128
     # and six views took 22 GB and was killed).
-    views = tta.get(cfg.source.tta).views if cfg.source.tta else 1
-    reference = keras_scores(model, split.x_val, batch=max(1, 500 // views))
+    reference = keras_scores(model, split.x_val, batch=max(1, 500 // cfg.source.views))
     job = ExportJob(model, cfg.source.name, split.calibration)
     digest = manifest.sha256(cfg.source.path)
     source = describe(cfg.source, model, digest)

@@ -34,6 +34,11 @@ class Source:
         return self.path.parent
 
     @property
+    def views(self) -> int:
+        """Images the network sees per input image: 1, or the TTA kind's views (its MACs and memory scale by it)."""
+        return tta_kinds.get(self.tta).views if self.tta else 1
+
+    @property
     def name(self) -> str:
         """File name prefix: the recipe, else the .keras stem (the run folder's name for model.keras)."""
         raw = self.metrics.get("recipe") or (self.run_dir.name if self.path.name == MODEL_FILE else self.path.stem)
@@ -118,6 +123,6 @@ def describe(source: Source, model, digest: str) -> dict[str, Any]:
         from edgecifar.models.stats import count_macs, count_params
 
         params, macs = count_params(model), count_macs(model)
-    macs = macs * tta_kinds.get(source.tta).views if source.tta else macs  # TTA runs the network once per view
+    macs = macs * source.views  # TTA runs the network once per view
     return {"model": portable_path(source.path), "sha256": digest[:16], "recipe": source.metrics.get("recipe"),
             "data_fingerprint": source.data_fingerprint, "parameters": int(params), "macs": int(macs)}
