@@ -42,7 +42,7 @@ RUNS   ?= $(HOME)/edgecifar-runs
 SEEDS  ?= 0 1 2
 LADDER ?= baseline deeper bn_gap l2 early_stop augment
 HEADS  ?= mnv2_dense128 mnv2_dropout mnv2_dropout_b64
-SOUND  ?= $(addsuffix _sound,$(LADDER))
+SOUND  ?= $(addsuffix _sound,$(LADDER) augment_light)
 FINETUNE ?= mnv2_ft96 mnv2_ft128 mnv2_ft160
 # The kd128 students distil from the zoo's mnv2_ft128_int8.tflite (committed; `make finetune zoo-finetune` remakes it).
 ZOO    ?= edge_nano_kd128 edge_micro_kd edge_fast_kd128 edge_best

@@ -27,7 +27,10 @@ SEED_NOTEBOOK: dict[str, float] = {
     "baseline": 0.689, "deeper": 0.734, "bn_gap": 0.731, "l2": 0.725, "early_stop": 0.729, "augment": 0.769,
     "mnv2_dense128": 0.866, "mnv2_dropout": 0.856, "mnv2_dropout_b64": 0.856,
 }
-ORDER = list(SEED_NOTEBOOK)
+#: Rungs trained with one technique done differently (train/recipes.py), each shown right after the rung it varies
+#: and beside that rung's notebook figure: ``augment_light`` is ``augment`` with flip + 2-pixel translation.
+VARIANT_OF: dict[str, str] = {"augment_light": "augment"}
+ORDER = [name for rung in SEED_NOTEBOOK for name in (rung, *(v for v, of in VARIANT_OF.items() if of == rung))]
 LAST_EPOCHS = 5   # the validation range column covers this many final epochs of every seed
 
 
@@ -73,7 +76,7 @@ def summarise(runs: list[dict]) -> list[LadderRow]:
     by_recipe: dict[tuple[str, str], list[dict]] = {}
     for m in runs:
         rung, protocol = ladder_protocol(m["recipe"])
-        protocol = protocol if rung in SEED_NOTEBOOK or protocol != "notebook" else "—"  # a recipe of its own
+        protocol = protocol if rung in ORDER or protocol != "notebook" else "—"  # a recipe of its own
         by_recipe.setdefault((rung, protocol), []).append(m)
     rows = []
     for (name, protocol), ms in by_recipe.items():
@@ -84,7 +87,8 @@ def summarise(runs: list[dict]) -> list[LadderRow]:
                               statistics.fmean(m["val_accuracy"] for m in ms),
                               min(last) if last else None, max(last) if last else None, tuple(m["epochs"] for m in ms),
                               ms[0]["test_images"], ms[0].get("train_images", 0),
-                              statistics.fmean(m.get("train_seconds", 0.0) for m in ms) / 60, SEED_NOTEBOOK.get(name)))
+                              statistics.fmean(m.get("train_seconds", 0.0) for m in ms) / 60,
+                              SEED_NOTEBOOK.get(VARIANT_OF.get(name, name))))
     return ordered(rows)
 
 

@@ -32,6 +32,14 @@ def test_recipes_outside_the_ladder_follow_it_without_a_reference():
     assert [r.protocol for r in rows] == ["notebook", "—"]  # resnet8 is no rung of the notebook's ladder
 
 
+def test_a_variant_rung_follows_the_rung_it_varies_beside_that_rungs_notebook_figure():
+    rows = summarise([_run("augment_light_sound", 0, 0.79), _run("mnv2_dense128", 0, 0.78),
+                      _run("augment_sound", 0, 0.74), _run("augment", 0, 0.66)])
+    assert [(r.recipe, r.protocol) for r in rows] == [("augment", "notebook"), ("augment", "sound"),
+                                                      ("augment_light", "sound"), ("mnv2_dense128", "notebook")]
+    assert rows[2].reference == 0.769
+
+
 def test_markdown_states_training_images_and_minutes():
     text = markdown(summarise([_run("baseline", 0, 0.7), _run("baseline", 1, 0.7)]))
     assert "| 10, 10 | 1.5 | 68.9% |" in text
