@@ -66,6 +66,12 @@ def test_every_recipe_row_records_its_schedule_explicitly():
     (dict(unfreeze_at=None, backbone_lr=1.0, bn_frozen=True), "bn_frozen applies"),
     (dict(bn_momentum=1.0), "bn_momentum must be between 0 and 1"),
     (dict(schedule="step"), "unknown schedule"),
+    (dict(unfreeze_top=4, unfreeze_at=None, backbone_lr=1.0), "unfreeze_top needs unfreeze_at"),
+    (dict(unfreeze_top=0), r"unfreeze_top must be in 1\.\.16"),
+    (dict(unfreeze_top=17), r"unfreeze_top must be in 1\.\.16"),
+    (dict(unfreeze_all_at=3), "unfreeze_all_at needs unfreeze_top"),
+    (dict(unfreeze_top=4, unfreeze_all_at=1), "unfreeze_all_at needs unfreeze_top and a value between"),
+    (dict(unfreeze_top=4, unfreeze_all_at=8), "unfreeze_all_at needs unfreeze_top and a value between"),
 ])
 def test_recipe_rows_that_cannot_train_as_written_are_refused(change, message):
     bad = dataclasses.replace(recipes.get("mnv2_ft96"), name="bad", **change)
@@ -98,6 +104,120 @@ def test_head_recipes_freeze_the_backbone_and_finetune_recipes_thaw_it_at_their_
     _unfreeze_stage(model, frozen_bn, 1, 10, None)
     assert {bn.momentum for bn in batchnorm_layers(model)} == {0.999}  # Keras' MobileNetV2 default
     assert model.get_layer("backbone").trainable and not any(bn.trainable for bn in batchnorm_layers(model))
+
+
+def _top_recipe(**changes):
+    """mnv2_ft96_top on 32x32 inputs (MobileNetV2's smallest), small enough to build and train in seconds."""
+    return dataclasses.replace(recipes.get("mnv2_ft96_top"), model_kwargs={"size": 32}, **changes)
+
+
+def _trainable_layers(backbone) -> set[str]:
+    return {layer.name for layer in backbone.layers if layer.trainable and layer.weights}
+
+
+def test_the_top_n_blocks_are_keras_mobilenetv2s_last_n_numbered_blocks_and_the_1x1_convolution_after_them():
+    import keras
+
+    from edgecifar.errors import EdgeCifarError
+    from edgecifar.train.finetune import top_block_layers
+
+    backbone = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(96, 96, 3), include_top=False)
+    assert [layer.name for layer in top_block_layers(backbone, 1)] == [
+        "block_16_expand", "block_16_expand_BN", "block_16_expand_relu", "block_16_depthwise", "block_16_depthwise_BN",
+        "block_16_depthwise_relu", "block_16_project", "block_16_project_BN", "Conv_1", "Conv_1_bn", "out_relu"]
+    top4 = [layer.name for layer in top_block_layers(backbone, 4)]
+    # blocks 13 (a _pad, no _add: it changes the channels), 14, 15 (an _add each), 16 (neither): 9 + 9 + 9 + 8 layers
+    assert top4[0] == "block_13_expand" and "block_13_pad" in top4 and "block_14_add" in top4 and len(top4) == 38
+    top7 = {layer.name for layer in top_block_layers(backbone, 7)}
+    assert "block_10_expand" in top7 and "block_1_expand" not in top7 and "block_9_add" not in top7
+    every = {layer.name for layer in top_block_layers(backbone, 16)}  # block 0 and the stem stay frozen
+    assert "block_1_expand" in every and not every & {"input_layer", "Conv1", "bn_Conv1", "Conv1_relu",
+                                                     "expanded_conv_depthwise", "expanded_conv_project_BN"}
+    assert len(every) == len(backbone.layers) - 9
+    with pytest.raises(EdgeCifarError, match="has 16 numbered MobileNetV2 blocks; cannot unfreeze the top 17"):
+        top_block_layers(backbone, 17)
+
+
+def test_a_top_first_recipe_thaws_the_top_4_blocks_after_the_head_epoch_and_the_whole_backbone_at_unfreeze_all_at():
+    from edgecifar.train.finetune import top_block_layers
+    from edgecifar.train.runner import _unfreeze_stage, build_model, compile_model
+
+    recipe = _top_recipe()
+    model = build_model(recipe, weights="none")
+    backbone = model.get_layer("backbone")
+    top4 = {layer.name for layer in top_block_layers(backbone, 4) if layer.weights}
+    compile_model(model, recipe, 10, recipe.unfreeze_at)
+    assert not backbone.trainable and not _trainable_layers(backbone)
+
+    _unfreeze_stage(model, recipe, 1, 10, None)
+    assert backbone.trainable and _trainable_layers(backbone) == top4
+    top4_bn = {n for n in top4 if n.endswith(("BN", "bn"))}
+    assert {bn.name for bn in batchnorm_layers(backbone) if bn.trainable} == top4_bn
+    assert isinstance(model.optimizer, GroupAdam) and model.optimizer.scale == recipe.backbone_lr
+    assert set(model.optimizer.group) == {v.path for v in backbone.trainable_weights}
+    assert model.optimizer._learning_rate.total_steps == 10 * (recipe.epochs - 1)
+    _unfreeze_stage(model, recipe, 2, 10, None)
+    assert _trainable_layers(backbone) == top4  # nothing happens between the stages
+
+    _unfreeze_stage(model, recipe, 3, 10, None)
+    assert _trainable_layers(backbone) == {layer.name for layer in backbone.layers if layer.weights}
+    assert set(model.optimizer.group) == {v.path for v in backbone.trainable_weights}
+    assert model.optimizer._learning_rate.total_steps == 10 * (recipe.epochs - 3)
+
+    frozen_bn = _top_recipe(bn_frozen=True)
+    model = build_model(frozen_bn, weights="none")
+    _unfreeze_stage(model, frozen_bn, 1, 10, None)
+    backbone = model.get_layer("backbone")
+    assert _trainable_layers(backbone) == top4 - top4_bn
+    assert not any(bn.trainable for bn in batchnorm_layers(model))
+
+
+@pytest.mark.slow
+def test_a_run_killed_between_the_stages_resumes_training_only_the_top_blocks(
+        synthetic_archive, tmp_path, monkeypatch):
+    from edgecifar.train import runner
+    from edgecifar.train.finetune import top_block_layers
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die_after(epochs_done):
+        def save(run_dir, model, state, ema=None):
+            save_checkpoint(run_dir, model, state, ema)
+            if state.epochs_done == epochs_done:
+                raise Killed
+        return save
+
+    # 4 epochs: the head, the top 4 blocks for 2, everything for the last; killed after epochs 2 and 3 (the stage
+    # after is test_a_top_first_recipe_thaws_...'s: a resumed run reaches it through the same _unfreeze_stage).
+    save_checkpoint = runner.save_checkpoint
+    cfg = runner.RunConfig(_top_recipe(epochs=4, batch_size=32), out=tmp_path / "run", data=str(synthetic_archive),
+                           val_size=50, progress=False, weights="none")
+    monkeypatch.setattr(runner, "save_checkpoint", save_then_die_after(2))
+    with pytest.raises(Killed):
+        runner.run(cfg)
+    model, state = runner.load_checkpoint(tmp_path / "run")  # Keras keeps each layer's trainable flag in its config
+    backbone = model.get_layer("backbone")
+    top4 = {layer.name for layer in top_block_layers(backbone, 4) if layer.weights}
+    assert state.epochs_done == 2 and _trainable_layers(backbone) == top4
+    assert set(model.optimizer.group) == {v.path for v in backbone.trainable_weights}
+
+    def moved(before, after) -> dict[str, bool]:
+        """Per backbone layer with weights: did every weight (moving statistics included) change, or none?"""
+        out = {}
+        for a, b in zip(before.get_layer("backbone").layers, after.get_layer("backbone").layers):
+            changed = {not np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights())}
+            if changed:
+                assert len(changed) == 1, f"{a.name}: some weights moved, some not"
+                out[a.name] = changed.pop()
+        return out
+
+    resume = dataclasses.replace(cfg, resume=True)
+    monkeypatch.setattr(runner, "save_checkpoint", save_then_die_after(3))
+    with pytest.raises(Killed):
+        runner.run(resume)
+    after_top = runner.load_checkpoint(tmp_path / "run")[0]
+    assert {name for name, m in moved(model, after_top).items() if m} == top4
 
 
 @pytest.mark.slow

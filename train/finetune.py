@@ -7,6 +7,12 @@ Why: a randomly initialised head sends large, meaningless gradients into pretrai
 fits, the whole network adapts to the new images (the Keras transfer-learning guide's two stages; per-group
 rates as airbench94.py's ``param_configs``, discriminative rates as in Howard & Ruder 2018, ULMFiT).
 
+Top blocks first (``unfreeze_top``): at ``unfreeze_at`` only the top N of MobileNetV2's 16 inverted-residual
+blocks (and the 1x1 convolution after them) train, from ``unfreeze_all_at`` the whole backbone. The top blocks hold
+the most ImageNet-specific features, the lower ones more general ones (edges, colours, textures): the head and the
+top adapt before gradients reach the general features (ULMFiT's gradual unfreezing, Howard & Ruder 2018, a layer
+group at a time from the top; TensorFlow's MobileNetV2 transfer-learning tutorial fine-tunes from layer 100 up).
+
 The BatchNorm trap: Keras' MobileNetV2 builds its BatchNorm layers with momentum 0.999. Once the backbone
 trains in training mode, its moving statistics are ``momentum ** steps`` stale (``stale_share``): 0.999 leaves
 55% of the old statistics after 600 steps, so a model evaluated after its first fine-tuning epoch sees
@@ -15,12 +21,13 @@ step count, set on every BatchNorm layer at build time) or ``bn_frozen`` (the un
 in inference mode with the ImageNet statistics, its scale and offset fixed).
 
 The third remedy, statistics re-estimated after training (``reestimate_bn``), is measured on trained runs rather
-than a recipe setting. The maths is pure (``stale_share``, ``GroupAdam.update_step``); ``unfreeze`` only flips
-trainable flags.
+than a recipe setting. The maths is pure (``stale_share``, ``GroupAdam.update_step``, ``top_block_layers``);
+``unfreeze`` only flips trainable flags.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import keras
@@ -73,10 +80,35 @@ def reestimate_bn(model, images, batch: int = 100) -> int:
     return k
 
 
-def unfreeze(model, bn_frozen: bool) -> list[str]:
-    """Let the backbone train (its BatchNorm layers too unless ``bn_frozen``); return its trainable variables' paths."""
+# Keras' MobileNetV2 layer names (keras.applications.MobileNetV2, checked on Keras 3.15): the stem ``Conv1``,
+# ``bn_Conv1``, ``Conv1_relu``; block 0 ``expanded_conv_*``; blocks 1..16 ``block_<i>_*`` (expand, depthwise,
+# project, their BatchNorm and ReLU, ``_pad`` and ``_add`` where present); then the tail below.
+_BLOCK = re.compile(r"block_(\d+)_")
+MOBILENETV2_TAIL = ("Conv_1", "Conv_1_bn", "out_relu")   # the 1x1 convolution to 1280 channels after block 16
+
+
+def top_block_layers(backbone, n: int) -> list:
+    """The layers of MobileNetV2 ``backbone``'s top ``n`` inverted-residual blocks and of the tail after them, in
+    the backbone's order; a one-line error when it has fewer than ``n`` numbered blocks."""
+    blocks = {int(m.group(1)) for layer in backbone.layers if (m := _BLOCK.match(layer.name))}
+    if not 1 <= n <= len(blocks):
+        raise EdgeCifarError(f"sub-model {backbone.name!r} has {len(blocks)} numbered MobileNetV2 blocks; "
+                             f"cannot unfreeze the top {n}")
+    first = max(blocks) - n + 1
+    return [layer for layer in backbone.layers
+            if layer.name in MOBILENETV2_TAIL or ((m := _BLOCK.match(layer.name)) and int(m.group(1)) >= first)]
+
+
+def unfreeze(model, bn_frozen: bool, top: int | None = None) -> list[str]:
+    """Let the backbone train, or only its top ``top`` blocks (``top_block_layers``), their BatchNorm layers too
+    unless ``bn_frozen``; return the backbone's trainable variables' paths."""
     backbone = backbone_layer(model)
     backbone.trainable = True
+    # Each layer set one by one: the container passes its flag down only when it changes (Keras' TensorFlow backend
+    # skips ``x.trainable = x.trainable``, KerasAutoTrackable.__setattr__), and after the top stage it is True already.
+    thawed = None if top is None else {id(layer) for layer in top_block_layers(backbone, top)}
+    for layer in backbone.layers:
+        layer.trainable = thawed is None or id(layer) in thawed
     if bn_frozen:
         for layer in batchnorm_layers(backbone):
             layer.trainable = False

@@ -14,6 +14,7 @@ from edgecifar.errors import ModelError
 
 Augment = Literal["none", "seed", "flip_translate", "altflip_translate"]   # train/augment.py
 Schedule = Literal["constant", "one_cycle", "cosine"]   # train/schedule.py
+MOBILENETV2_BLOCKS = 16   # inverted-residual blocks above the stem's block 0 (Keras: block_1 .. block_16)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class Recipe:
     # transfer learning (train/finetune.py)
     freeze: Literal["none", "backbone"] = "none"   # frozen when training starts (frozen BatchNorm: inference mode)
     unfreeze_at: int | None = None        # epochs after which the frozen backbone trains too (None: never)
+    unfreeze_top: int | None = None       # MobileNetV2 blocks (top first) that train from unfreeze_at (None: all)
+    unfreeze_all_at: int | None = None    # epochs after which the whole backbone trains (with unfreeze_top)
     backbone_lr: float = 1.0              # the backbone's learning rate as a fraction of lr, once it trains
     bn_momentum: float | None = None      # every BatchNorm layer's (None: the builder's; MobileNetV2's is 0.999)
     bn_frozen: bool = False               # the unfrozen backbone's BatchNorm stays in inference mode
@@ -92,6 +95,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "stopped after epoch 3: 67.7% validation (mnv2_ft96: 86.25%)", 8, 64, **_FINETUNE),
     Recipe("mnv2_ft96_bnfrozen", "mnv2_dropout", "mnv2_ft96 with the backbone's BatchNorm in inference mode; 1 seed: "
            "90.45% validation, 90.0% test, 2x the fine-tuning img/s", 8, 64, bn_frozen=True, **_FINETUNE),
+    Recipe("mnv2_ft96_top", "mnv2_dropout", "mnv2_ft96 unfreezing the top 4 blocks after the head epoch, everything "
+           "after epoch 3 (probe)", 8, 64, bn_momentum=0.99, unfreeze_top=4, unfreeze_all_at=3, **_FINETUNE),
     Recipe("mnv2_ft128", "mnv2_dropout", "mnv2_ft96 at 128x128 input, 1.8x the MACs; 1 seed: 92.80% validation "
            "(2,000; mnv2_ft96 91.55%), 92.5% test (1,000; 90.4%); int8 with a float stem (export --int8-float-ops 13) "
            "92.60% validation", 8, 64, bn_momentum=0.99, model_kwargs={"size": 128}, **_FINETUNE),
@@ -204,6 +209,14 @@ def check_recipes(recipes: dict[str, Recipe] = RECIPES) -> None:
             raise ValueError(f"recipe {r.name}: unknown augment {r.augment!r}")
         if r.unfreeze_at is not None and (r.freeze == "none" or not 0 < r.unfreeze_at < r.epochs):
             raise ValueError(f"recipe {r.name}: unfreeze_at needs a frozen backbone and a value in 1..epochs-1")
+        if r.unfreeze_top is not None and r.unfreeze_at is None:
+            raise ValueError(f"recipe {r.name}: unfreeze_top needs unfreeze_at (the epoch its blocks start training)")
+        if r.unfreeze_top is not None and not 1 <= r.unfreeze_top <= MOBILENETV2_BLOCKS:
+            raise ValueError(f"recipe {r.name}: unfreeze_top must be in 1..{MOBILENETV2_BLOCKS} (MobileNetV2's blocks)")
+        if r.unfreeze_all_at is not None and (r.unfreeze_top is None or r.unfreeze_at is None
+                                              or not r.unfreeze_at < r.unfreeze_all_at < r.epochs):
+            raise ValueError(f"recipe {r.name}: unfreeze_all_at needs unfreeze_top and a value between unfreeze_at "
+                             "and epochs (exclusive)")
         if r.backbone_lr != 1.0 and (r.unfreeze_at is None or r.optimizer != "adam"):
             raise ValueError(f"recipe {r.name}: backbone_lr applies to an unfrozen backbone under Adam")
         if r.bn_frozen and r.unfreeze_at is None:

@@ -373,15 +373,20 @@ def _run(cfg: RunConfig, console, dist) -> dict:
 
 
 def _unfreeze_stage(model, recipe: Recipe, epoch: int, steps: int, dist) -> None:
-    """At epoch ``unfreeze_at`` the frozen backbone starts training (train/finetune.py), under a new optimizer
-    whose schedule spans the remaining epochs; nothing at any other epoch."""
-    if recipe.unfreeze_at != epoch:
+    """At epoch ``unfreeze_at`` the frozen backbone starts training, only its top ``unfreeze_top`` blocks when the
+    recipe says so, and at ``unfreeze_all_at`` all of it (train/finetune.py); each time under a new optimizer whose
+    schedule spans the remaining epochs; nothing at any other epoch."""
+    if epoch == recipe.unfreeze_at:
+        top = recipe.unfreeze_top
+    elif epoch == recipe.unfreeze_all_at:
+        top = None
+    else:
         return
     if dist is not None:
         raise EdgeCifarError(f"recipe {recipe.name}: unfreezing a backbone works in a single process")
     from edgecifar.train.finetune import unfreeze
 
-    compile_model(model, recipe, steps, recipe.epochs - epoch, backbone=unfreeze(model, recipe.bn_frozen))
+    compile_model(model, recipe, steps, recipe.epochs - epoch, backbone=unfreeze(model, recipe.bn_frozen, top))
 
 
 def _weight_average(model, recipe: Recipe, run_dir: Path, state: State, dist):
