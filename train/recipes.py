@@ -153,7 +153,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("edge_nano_kd160_ema", "edge_nano", "edge_nano_kd160 with weight averaging (EMA 0.99 per step, as "
            "edge_fast_wema)", 80, 256, lr=0.4, weight_decay=5e-4, label_smoothing=0.1, augment="flip_translate",
            mixed_bfloat16=True, ema=0.99, distill="mnv2_ft160_tta6_int8.tflite", distill_alpha=0.8, **_SGD),
-    Recipe("edge_fast_kd160", "edge_fast", "edge_fast_wema distilled from mnv2_ft160_tta6 int8 (soft targets, weight 0.8)",
+    Recipe("edge_fast_kd160", "edge_fast", "edge_fast_wema distilled from mnv2_ft160_tta6 int8 (soft targets, weight 0.8); "
+           "1 seed: 91.25% validation (2,000; edge_fast_kd128 90.50%), int8 91.10% (90.30%), flip TTA int8 91.55% "
+           "(91.35%), 90.3% test (1,000; 89.8%)",
            30, 256, lr=0.4, weight_decay=5e-4, label_smoothing=0.2, augment="flip_translate", mixed_bfloat16=True,
            whiten_stem=True, ema=0.99, distill="mnv2_ft160_tta6_int8.tflite", distill_alpha=0.8, **_SGD),
     Recipe("edge_micro_kd", "edge_micro", "edge_micro distilled from the zoo's edge_best int8 (soft targets, "
