@@ -199,7 +199,8 @@ RECIPES["augment_light_sound"] = dataclasses.replace(
                 "test: 77.6% (77.3-78.1%), validation 78.3% (l2_sound 77.3%, 77.4%)")
 RECIPES["edge_nano_kd160_ema"] = dataclasses.replace(
     RECIPES["edge_nano_kd160"], name="edge_nano_kd160_ema", ema=0.99,
-    description="edge_nano_kd160 with weight averaging (EMA 0.99 per step, as edge_fast_wema)")
+    description="edge_nano_kd160 with weight averaging (EMA 0.99 per step, as edge_fast_wema); 1 seed: 87.70% "
+                "validation (edge_nano_kd160 87.95%), 88.0% test: not shipped")
 
 
 def ladder_protocol(name: str) -> tuple[str, str]:
