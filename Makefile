@@ -104,8 +104,9 @@ RESULTS := bench/results
 zoo: $(foreach r,$(ZOO),zoo-$(r)) zoo-finetune
 
 # The fine-tuned MobileNetV2s ship as int8 with their first 13 operators (stem to block_2_add) in float: fully int8
-# the 96 model lost 1.35 points on validation, this way 0.35 (export/tflite.py). mnv2_ft128 ships plain (the kd128
-# students' teacher); BEST_FT ships with the six-view TTA inside as the zoo's best point.
+# the 96 model lost 1.35 points on validation, this way 0.35 (export/tflite.py). mnv2_ft128 ships plain (no TTA;
+# the kd128 students' teacher); BEST_FT ships with the six-view TTA inside as the zoo's best point and the kd160
+# students' teacher.
 BEST_FT ?= mnv2_ft160
 zoo-finetune: install
 	@[ ! -f $(FT)/mnv2_ft128-seed0/model.keras ] || \
