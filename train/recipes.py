@@ -178,7 +178,7 @@ def _sound(r: Recipe) -> Recipe:
 
 
 RECIPES.update({s.name: s for s in (_sound(RECIPES[n]) for n in LADDER_RUNGS)})
-# Variants, each one setting away from the recipe it names:
+# Variants, each a setting or two away from the recipe it names:
 # - issue 12: the augment rung under the sound protocol with the standard CIFAR augmentation (flip + 2-pixel
 #   translation) instead of the notebook's rotation/shift/zoom, which 20 epochs of this network cannot fit;
 # - issue 11: the kd128 students distilled instead from the zoo's best file (mnv2_ft160 with six-view TTA: 94.55%
