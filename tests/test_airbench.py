@@ -3,6 +3,7 @@ airbench's running-statistics momentum, chosen by a recipe; the alternating flip
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import get_args
 
@@ -57,7 +58,7 @@ def test_every_augment_a_recipe_can_name_has_an_augmentation():
 
 
 def test_an_unknown_augment_is_refused_at_import():
-    bad = recipes.get("edge_fast").with_overrides(augment="flipflop")
+    bad = dataclasses.replace(recipes.get("edge_fast"), augment="flipflop")
     with pytest.raises(ValueError, match="unknown augment 'flipflop'"):
         recipes.check_recipes({bad.name: bad})
 

@@ -1,19 +1,24 @@
 """edgecifar train: every recipe trains on CIFAR-format data, writes its run files atomically, is
-deterministic for a seed and resumes a killed run from its last finished epoch."""
+deterministic for a seed and resumes a killed run from its last finished epoch, with the settings it started
+with only (another --epochs, --batch-size... is refused in one line)."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edgecifar.errors import EdgeCifarError
+from conftest import fresh_python
+from edgecifar.errors import EdgeCifarError, ModelError
 from edgecifar.train import recipes
 from edgecifar.train.runner import EarlyStopper, RunConfig, run
 
@@ -32,11 +37,17 @@ def test_recipe_table_holds_every_required_name():
     assert recipes.get("augment").augment == "seed" and recipes.get("mnv2_dropout_b64").batch_size == 64
 
 
+def _fewest_epochs(recipe: recipes.Recipe) -> int:
+    """One epoch, or one past the last epoch the recipe names (unfreezing, early stopping's start)."""
+    return 1 + max(recipe.unfreeze_at or 0, recipe.unfreeze_all_at or 0, recipe.early_stopping_from)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(recipes.RECIPES))
-def test_every_recipe_trains_one_epoch_on_a_synthetic_archive(name, synthetic_archive, tmp_path):
-    metrics = run(_cfg(synthetic_archive, tmp_path / name, name, batch=32))
-    assert metrics["epochs"] == 1 and metrics["val_images"] == 50 and metrics["test_images"] == 100
+def test_every_recipe_trains_its_fewest_epochs_on_a_synthetic_archive(name, synthetic_archive, tmp_path):
+    epochs = _fewest_epochs(recipes.get(name))
+    metrics = run(_cfg(synthetic_archive, tmp_path / name, name, epochs=epochs, batch=32))
+    assert metrics["epochs"] == epochs and metrics["val_images"] == 50 and metrics["test_images"] == 100
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     assert (tmp_path / name / "model.keras").exists()
 
@@ -188,3 +199,166 @@ def test_a_checkpoint_keeps_the_dropout_random_state_that_a_keras_file_alone_los
     assert not all(np.array_equal(a, b) for a, b in zip(state(model), state(plain)))  # what Keras alone restores
     resumed, _ = load_checkpoint(tmp_path)
     assert all(np.array_equal(a, b) for a, b in zip(state(model), state(resumed)))
+
+
+# --------------------------------------------------------------------------- resuming with other settings
+# A checkpoint's optimizer holds a learning-rate schedule over the epochs and batches the run started with: resumed
+# with a larger --epochs it trained the extra epochs at rate 0. A resumed run keeps its settings or is refused.
+
+EDGECIFAR = str(Path(sys.executable).with_name("edgecifar"))  # the console script of this venv
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _stopped_after_one_epoch(archive, out, recipe, epochs=2, batch=32) -> Path:
+    """A run of ``recipe`` for ``epochs`` stopped after its first checkpoint, as a kill leaves it."""
+    from edgecifar.train import runner
+
+    save = runner.save_checkpoint
+
+    def save_then_stop(*args, **kwargs):
+        save(*args, **kwargs)
+        raise _Stopped
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner, "save_checkpoint", save_then_stop)
+        with pytest.raises(_Stopped):
+            run(RunConfig(recipe.with_overrides(epochs=epochs, batch_size=batch), out=out, data=str(archive),
+                          val_size=50, progress=False))
+    return out
+
+
+@pytest.fixture(scope="module")
+def stopped_run(synthetic_archive, tmp_path_factory) -> Path:
+    """baseline (constant rate) started for 2 epochs of batch 32, stopped after the first."""
+    return _stopped_after_one_epoch(synthetic_archive, tmp_path_factory.mktemp("stopped") / "run",
+                                    recipes.get("baseline"))
+
+
+@pytest.fixture(scope="module")
+def stopped_one_cycle_run(synthetic_archive, tmp_path_factory) -> Path:
+    """baseline on a one-cycle schedule (peak 0.01) started for 2 epochs of batch 32, stopped after the first."""
+    return _stopped_after_one_epoch(synthetic_archive, tmp_path_factory.mktemp("stopped") / "one_cycle",
+                                    recipes.get("baseline").with_overrides(schedule="one_cycle", lr=0.01))
+
+
+def _copy(run_dir: Path, tmp_path: Path, recorded: bool = True) -> Path:
+    """A copy of ``run_dir`` to resume; without ``recorded``, its state.json as written before it recorded the
+    settings the run started with."""
+    out = shutil.copytree(run_dir, tmp_path / run_dir.name)
+    if not recorded:
+        state = out / "checkpoint" / "state.json"
+        raw = json.loads(state.read_text())
+        raw.pop("settings", None)
+        state.write_text(json.dumps(raw))
+    return out
+
+
+def test_a_checkpoint_records_the_recipe_settings_the_run_started_with(stopped_run):
+    settings = json.loads((stopped_run / "checkpoint" / "state.json").read_text())["settings"]
+    assert settings == {k: v for k, v in dataclasses.asdict(recipes.get("baseline").with_overrides(
+        epochs=2, batch_size=32)).items() if k not in ("name", "description")}
+
+
+@pytest.mark.parametrize("flag, value, started, asked", [
+    ("--epochs", "5", "epochs 2", "epochs 5"),
+    ("--batch-size", "64", "batch_size 32", "batch_size 64"),
+    ("--ema", "0.9", "ema None", "ema 0.9"),
+], ids=["more-epochs", "other-batch-size", "weight-averaging-added"])
+def test_resume_with_other_settings_than_the_checkpoint_exits_2_with_one_line_naming_it_and_both_values(
+        flag, value, started, asked, stopped_run, synthetic_archive, tmp_path):
+    run_dir = _copy(stopped_run, tmp_path)
+    state = run_dir / "checkpoint" / "state.json"
+    before = state.read_bytes()
+    options = {"--epochs": "2", "--batch-size": "32", flag: value}  # the run's own, one of them changed
+    proc = subprocess.run([EDGECIFAR, "train", "baseline", "--out", str(run_dir), "--resume", "--quiet",
+                           "--data", str(synthetic_archive), "--val-size", "50", *sum(options.items(), ())],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (f"error: {state}: this run started with {started} and cannot resume with {asked} (its "
+                           "learning-rate schedule and records span the run it started); resume with its settings, "
+                           "or start a new run folder (--out) for the new ones\n")
+    assert state.read_bytes() == before and not (run_dir / "model.keras").exists()
+
+
+def test_resume_with_other_settings_is_refused_before_tensorflow_loads(stopped_run, synthetic_archive, tmp_path):
+    run_dir = _copy(stopped_run, tmp_path)
+    args = ["train", "baseline", "--out", str(run_dir), "--resume", "--epochs", "5", "--batch-size", "32",
+            "--data", str(synthetic_archive), "--val-size", "50", "--quiet"]
+    code = ("import sys, json\n"
+            "from click.testing import CliRunner\n"
+            "from edgecifar.cli import main\n"
+            f"r = CliRunner().invoke(main, {args!r})\n"
+            "print(json.dumps([r.exit_code, 'tensorflow' in sys.modules]))")
+    assert json.loads(fresh_python(code)) == [2, False]
+
+
+def test_resume_with_the_settings_the_run_started_with_finishes_it(stopped_run, synthetic_archive, tmp_path):
+    run_dir = _copy(stopped_run, tmp_path)
+    metrics = run(_cfg(synthetic_archive, run_dir, epochs=2, batch=32, resume=True))
+    assert metrics["epochs"] == 2
+    assert [int(r["epoch"]) for r in csv.DictReader((run_dir / "history.csv").open())] == [1, 2]
+
+
+def test_a_checkpoint_without_recorded_settings_refuses_a_longer_schedule_naming_both_schedules(
+        stopped_one_cycle_run, synthetic_archive, tmp_path):
+    run_dir = _copy(stopped_one_cycle_run, tmp_path, recorded=False)
+    longer = recipes.get("baseline").with_overrides(schedule="one_cycle", lr=0.01, epochs=3, batch_size=32)
+    with pytest.raises(EdgeCifarError) as refused:
+        run(RunConfig(longer, out=run_dir, data=str(synthetic_archive), val_size=50, progress=False, resume=True))
+    # 350 training images in batches of 32: 11 steps an epoch
+    assert str(refused.value) == (
+        f"{run_dir / 'checkpoint' / 'epoch-001.keras'}: its learning rate is one_cycle peaking at 0.01 (warmup 0.2) "
+        "over 22 steps, these settings give one_cycle peaking at 0.01 (warmup 0.2) over 33 steps (3 epochs of 11 "
+        "batches); a resumed run keeps the schedule it started with: resume with its settings, or start a new run "
+        "folder (--out) for the new ones")
+    assert json.loads((run_dir / "checkpoint" / "state.json").read_text())["epochs_done"] == 1
+
+
+@pytest.mark.parametrize("fixture, overrides", [("stopped_run", {}),
+                                                ("stopped_one_cycle_run", dict(schedule="one_cycle", lr=0.01))],
+                         ids=["constant", "one-cycle"])
+def test_a_checkpoint_without_recorded_settings_resumes_with_the_schedule_it_started_with(
+        fixture, overrides, request, synthetic_archive, tmp_path):
+    run_dir = _copy(request.getfixturevalue(fixture), tmp_path, recorded=False)
+    same = recipes.get("baseline").with_overrides(epochs=2, batch_size=32, **overrides)
+    metrics = run(RunConfig(same, out=run_dir, data=str(synthetic_archive), val_size=50, progress=False, resume=True))
+    assert metrics["epochs"] == 2
+
+
+# --------------------------------------------------------------------------- overrides checked as recipe rows
+
+def test_an_epochs_override_at_or_below_unfreeze_at_is_refused_with_the_recipe_check_message():
+    with pytest.raises(ModelError) as refused:
+        recipes.get("mnv2_ft96").with_overrides(epochs=1)
+    with pytest.raises(ValueError) as row_check:
+        recipes.check_recipes({"mnv2_ft96": dataclasses.replace(recipes.get("mnv2_ft96"), epochs=1)})
+    assert str(refused.value) == str(row_check.value) == (
+        "recipe mnv2_ft96: unfreeze_at needs a frozen backbone and a value in 1..epochs-1 "
+        "(freeze backbone, unfreeze_at 1, epochs 1)")
+
+
+def test_an_epochs_override_that_keeps_every_named_epoch_inside_the_run_is_accepted():
+    assert recipes.get("mnv2_ft96").with_overrides(epochs=2).epochs == 2
+    assert recipes.get("mnv2_ft96_top").with_overrides(epochs=4).epochs == 4
+    assert recipes.get("early_stop_sound").with_overrides(epochs=11).epochs == 11
+
+
+@pytest.mark.parametrize("recipe, epochs, message", [
+    ("mnv2_ft96", "1", "recipe mnv2_ft96: unfreeze_at needs a frozen backbone and a value in 1..epochs-1 "
+                       "(freeze backbone, unfreeze_at 1, epochs 1)"),
+    ("mnv2_ft96_top", "3", "recipe mnv2_ft96_top: unfreeze_all_at needs unfreeze_top and a value between "
+                           "unfreeze_at and epochs, exclusive (unfreeze_top 4, unfreeze_at 1, unfreeze_all_at 3, "
+                           "epochs 3)"),
+    ("early_stop_sound", "10", "recipe early_stop_sound: early_stopping_from must be in 0..epochs-1 "
+                               "(early_stopping_from 10, epochs 10)"),
+])
+def test_train_with_an_epochs_override_the_recipe_cannot_train_exits_2_with_one_line(
+        recipe, epochs, message, tmp_path):
+    absent = tmp_path / "absent.tar.gz"  # were the override accepted, the data load would fail, downloading nothing
+    proc = subprocess.run([EDGECIFAR, "train", recipe, "--epochs", epochs, "--out", str(tmp_path / "run"),
+                           "--data", str(absent)], capture_output=True, text=True, timeout=300)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", f"error: {message}\n")
+    assert not (tmp_path / "run").exists()

@@ -57,7 +57,15 @@ class Recipe:
             object.__setattr__(self, "schedule", "one_cycle" if self.optimizer == "sgd" else "constant")
 
     def with_overrides(self, **changes: Any) -> "Recipe":
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """This recipe with ``changes`` (None keeps a setting), checked as the table's rows are: an override that
+        leaves it unable to train as written (``--epochs`` at or below ``unfreeze_at``, say) is refused with
+        :func:`check_recipes`' message, as one line (ModelError)."""
+        recipe = dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        try:
+            check_recipes({recipe.name: recipe})
+        except ValueError as exc:
+            raise ModelError(str(exc)) from None
+        return recipe
 
 
 _LADDER = "seed notebook ladder"
@@ -220,7 +228,8 @@ def check_recipes(recipes: dict[str, Recipe] = RECIPES) -> None:
         if r.augment not in get_args(Augment):
             raise ValueError(f"recipe {r.name}: unknown augment {r.augment!r}")
         if r.unfreeze_at is not None and (r.freeze == "none" or not 0 < r.unfreeze_at < r.epochs):
-            raise ValueError(f"recipe {r.name}: unfreeze_at needs a frozen backbone and a value in 1..epochs-1")
+            raise ValueError(f"recipe {r.name}: unfreeze_at needs a frozen backbone and a value in 1..epochs-1 "
+                             f"(freeze {r.freeze}, unfreeze_at {r.unfreeze_at}, epochs {r.epochs})")
         if r.unfreeze_top is not None and r.unfreeze_at is None:
             raise ValueError(f"recipe {r.name}: unfreeze_top needs unfreeze_at (the epoch its blocks start training)")
         if r.unfreeze_top is not None and not 1 <= r.unfreeze_top <= MOBILENETV2_BLOCKS:
@@ -228,7 +237,8 @@ def check_recipes(recipes: dict[str, Recipe] = RECIPES) -> None:
         if r.unfreeze_all_at is not None and (r.unfreeze_top is None or r.unfreeze_at is None
                                               or not r.unfreeze_at < r.unfreeze_all_at < r.epochs):
             raise ValueError(f"recipe {r.name}: unfreeze_all_at needs unfreeze_top and a value between unfreeze_at "
-                             "and epochs (exclusive)")
+                             f"and epochs, exclusive (unfreeze_top {r.unfreeze_top}, unfreeze_at {r.unfreeze_at}, "
+                             f"unfreeze_all_at {r.unfreeze_all_at}, epochs {r.epochs})")
         if r.backbone_lr != 1.0 and (r.unfreeze_at is None or r.optimizer != "adam"):
             raise ValueError(f"recipe {r.name}: backbone_lr applies to an unfrozen backbone under Adam")
         if r.bn_frozen and r.unfreeze_at is None:
@@ -237,7 +247,8 @@ def check_recipes(recipes: dict[str, Recipe] = RECIPES) -> None:
             raise ValueError(f"recipe {r.name}: early stopping restores the best epoch by its select figure "
                              "(val_loss or val_accuracy), not the last")
         if not 0 <= r.early_stopping_from < r.epochs:
-            raise ValueError(f"recipe {r.name}: early_stopping_from must be in 0..epochs-1")
+            raise ValueError(f"recipe {r.name}: early_stopping_from must be in 0..epochs-1 "
+                             f"(early_stopping_from {r.early_stopping_from}, epochs {r.epochs})")
         if r.bn_momentum is not None and not 0.0 < r.bn_momentum < 1.0:
             raise ValueError(f"recipe {r.name}: bn_momentum must be between 0 and 1")
 

@@ -83,6 +83,7 @@ class State:
     stopper: dict = field(default_factory=dict)
     train_seconds: float = 0.0
     stopped_early: bool = False
+    settings: dict | None = None    # the recipe's settings when the run started (run_settings); None: not recorded
 
 
 # --------------------------------------------------------------------------- data pipeline
@@ -221,6 +222,75 @@ def load_checkpoint(run_dir: Path):
     return model, State(**raw)
 
 
+def run_settings(recipe: Recipe) -> dict:
+    """The recipe settings a run is made of, as its checkpoint records them: every field but the name and the
+    description, in JSON's types."""
+    return json.loads(json.dumps({k: v for k, v in asdict(recipe).items() if k not in ("name", "description")}))
+
+
+def check_resume_settings(recipe: Recipe, run_dir: Path) -> None:
+    """Refuse to resume a run with other settings than it started with (``--epochs``, ``--batch-size``, ``--ema``,
+    ``--whiten-stem`` or an edited recipe): its checkpoint's learning-rate schedule spans the epochs and batches it
+    started with (past that end the rate is 0), and its metrics.json would describe a run that never happened.
+    Cheap (state.json only). A checkpoint that predates the recorded settings is checked on its schedule alone
+    once loaded (:func:`check_checkpoint_schedule`)."""
+    path = run_dir / CHECKPOINT / "state.json"
+    try:
+        started = json.loads(path.read_text()).get("settings")
+    except (OSError, ValueError, AttributeError):  # absent, or unreadable: load_checkpoint says so
+        return
+    if not started:
+        return
+    now = run_settings(recipe)
+    changed = [k for k in now if k in started and started[k] != now[k]]
+    if changed:
+        listed = lambda values: ", ".join(f"{k} {values[k]}" for k in changed)  # noqa: E731
+        raise EdgeCifarError(f"{path}: this run started with {listed(started)} and cannot resume with "
+                             f"{listed(now)} (its learning-rate schedule and records span the run it started); "
+                             "resume with its settings, or start a new run folder (--out) for the new ones")
+
+
+def check_checkpoint_schedule(model, recipe: Recipe, steps: int, epochs_done: int, run_dir: Path) -> None:
+    """For a checkpoint without recorded settings (written before they were): refuse to resume when the
+    learning rate its optimizer restores is not the one this recipe compiles for the stage the run is in
+    (:func:`compile_model`, :func:`_unfreeze_stage`), e.g. a schedule that ends before a larger ``--epochs``."""
+    from edgecifar.train import schedule
+
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return
+    saved = optimizer.get_config()["learning_rate"]
+    start = max([0] + [e for e in (recipe.unfreeze_at, recipe.unfreeze_all_at) if e is not None and e < epochs_done])
+    end = recipe.unfreeze_at if start == 0 and recipe.unfreeze_at else recipe.epochs
+    wanted = schedule.make(recipe.schedule, recipe.lr, steps * (end - start), recipe.warmup)
+    if not isinstance(wanted, (int, float)):  # as the optimizer's config serialises a schedule
+        wanted = {"class_name": type(wanted).__name__, "config": wanted.get_config()}
+    if not _same_rate(saved, wanted):
+        raise EdgeCifarError(
+            f"{run_dir / CHECKPOINT / f'epoch-{epochs_done:03d}.keras'}: its learning rate is "
+            f"{_describe_rate(saved)}, these settings give {_describe_rate(wanted)} ({end - start} epochs of "
+            f"{steps} batches); a resumed run keeps the schedule it started with: resume with its settings, or "
+            "start a new run folder (--out) for the new ones")
+
+
+def _same_rate(a, b) -> bool:
+    """Whether two optimizer ``learning_rate`` configs (a number, or a serialised schedule) are the same rate."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a["class_name"] == b["class_name"] and a["config"] == b["config"]
+    if isinstance(a, dict) or isinstance(b, dict):
+        return False
+    return abs(float(a) - float(b)) <= 1e-6 * abs(float(b))  # a float32 variable in the optimizer
+
+
+def _describe_rate(rate) -> str:
+    """An optimizer ``learning_rate`` config in words."""
+    if not isinstance(rate, dict):
+        return f"constant {float(rate):.6g}"
+    kind = {"OneCycle": "one_cycle", "Cosine": "cosine"}.get(rate["class_name"], rate["class_name"])
+    c = rate["config"]
+    return f"{kind} peaking at {c.get('peak')} (warmup {c.get('warmup')}) over {c.get('total_steps')} steps"
+
+
 def _seed_states(model) -> list:
     """Dropout's random-number states: a .keras file does not keep them (Keras 3.15 reloads fresh ones), so a
     resumed run would draw other dropout masks; the checkpoint's state.json keeps them."""
@@ -238,6 +308,8 @@ def check_run_dir(cfg: RunConfig) -> None:
     if not cfg.resume and (run_dir / CHECKPOINT).exists() and not cfg.overwrite:
         raise EdgeCifarError(f"{run_dir}: a run is already there; add --resume to continue it "
                              "or --overwrite to start again")
+    if cfg.resume:
+        check_resume_settings(cfg.recipe, run_dir)
 
 
 def run(cfg: RunConfig, console=None) -> dict:
@@ -284,10 +356,14 @@ def _run(cfg: RunConfig, console, dist) -> dict:
         model, state = dist.model_and_state(cfg, steps)
     elif cfg.resume:
         model, state = load_checkpoint(run_dir)
+        if state.settings is None:
+            check_checkpoint_schedule(model, recipe, steps, state.epochs_done, run_dir)
         console.print(f"resuming {run_dir} after epoch {state.epochs_done}/{recipe.epochs}")
     else:
         model, state = build_model(recipe, cfg.weights), State()
         compile_model(model, recipe, steps, recipe.unfreeze_at or recipe.epochs)
+    if state.epochs_done == 0:
+        state.settings = run_settings(recipe)
     if recipe.whiten_stem and state.epochs_done == 0:
         from edgecifar.train.whiten import whiten_stem
 
