@@ -14,7 +14,8 @@ def test_each_run_becomes_a_row_with_its_settings_and_its_accuracies(trained_run
     text = (tmp_path / "a.md").read_text()
     assert text == capsys.readouterr().out
     line = next(ln for ln in text.splitlines() if trained_run.name in ln)
-    assert f"{metrics['val_accuracy']:.1%} ({metrics['val_images']:,})" in line and "| — | no | — | scale+shift | none |" in line
+    assert f"{metrics['val_accuracy']:.2%} ({metrics['val_images']:,})" in line
+    assert f"| — | {metrics['recipe_settings']['label_smoothing']:g} | — | no | — | scale+shift | none |" in line
     rows = list(csv.DictReader((tmp_path / "a.csv").open()))
     assert len(rows) == 1 and float(rows[0]["val_accuracy"]) == metrics["val_accuracy"]
 
@@ -24,3 +25,10 @@ def test_the_batchnorm_column_says_bias_only_and_the_recipes_momentum_when_a_rec
 
     assert batchnorm({"model_kwargs": {}, "bn_momentum": None}) == "scale+shift"
     assert batchnorm({"model_kwargs": {"bn_scale": False}, "bn_momentum": 0.6}) == "bias only, momentum 0.6"
+
+
+def test_the_model_options_column_names_the_activation_and_leaves_batchnorm_to_its_own_column():
+    from edgecifar.bench.ablations import model_options
+
+    assert model_options({"model_kwargs": {"act": "relu", "bn_scale": False}}) == "act=relu"
+    assert model_options({"model_kwargs": {}}) == "—"
