@@ -135,6 +135,13 @@ results: install $(foreach r,$(ZOO),float-$(r))
 	  --markdown $(RESULTS)/bench.md --csv $(RESULTS)/bench.csv --json $(RESULTS)/bench.json --plot $(RESULTS)/pareto.png
 	$(BIN)/python -m edgecifar.zoo $(RESULTS)/bench.json
 
+# Untrained int8 latency of candidate architectures as fractions of the reference, one LiteRT thread (bench/probe.py).
+.PHONY: probe
+probe: install
+	$(BIN)/python -m edgecifar.bench.probe edge_fast edge_fast:act=relu edge_nano \
+	  --reference $(RUNS)/reference/export/mnv2_w1.0_96_random_int8.tflite --out $(RUNS)/probes/latency \
+	  --markdown $(RESULTS)/probe.md
+
 # Every zoo file in TensorFlow Lite Micro's interpreter (reference kernels, on this CPU): ops, smallest arena, top-1
 # on the first 1,000 test images, agreement with LiteRT, fit against the chip table (bench/mcu.py). The files TFLite
 # Micro cannot run are rows with their reason, and make their exit status 1: the table is still written, so ignored.
