@@ -5,7 +5,7 @@
 
 Each ``MODEL[:key=value[,key=value]]`` names a registered model (``edgecifar models``) and the keywords its
 builder gets (values are Python literals, else strings: ``act=relu``, ``alpha=0.35``, ``weights=none``). The
-model is built untrained (seeded random weights: the same spec writes the same file), saved, converted to
+model is built untrained (seeded random weights), saved, converted to
 full-integer int8 by the export pipeline (``edgecifar export --int8``: 500 calibration images from the training
 data, the file validated in LiteRT on 200 held-out ones) and timed with the ``--reference`` file in one bench run
 (:func:`edgecifar.bench.core.run_bench`: one worker process per file, batch 1, one thread, ``--rounds``
@@ -35,7 +35,7 @@ PROG = "python -m edgecifar.bench.probe"
 #: Held-out training images the export validates each file on: enough to prove it loads and runs (an untrained
 #: model's accuracy says nothing), far fewer than export's 2,000.
 VALIDATION_IMAGES = 200
-#: Seed of the untrained weights (latency does not depend on them; the files' bytes do).
+#: Seed of the untrained weights (latency does not depend on them).
 SEED = 0
 #: Test images each worker gets: the latency is timed on one of them; accuracy is computed but not shown.
 TEST_IMAGES = 100
@@ -163,8 +163,9 @@ def markdown(rows: list[dict], names: list[str], head: str) -> str:
 # --------------------------------------------------------------------------- building and exporting
 
 def build(spec: ProbeSpec):
-    """``spec``'s model, untrained (the registry's ``create``) from seeded random weights, so a probe writes the
-    same files every time. An unknown model or a keyword its builder refuses is a ModelError (exit 2)."""
+    """``spec``'s model, untrained (the registry's ``create``) from seeded random weights (the same weights every
+    time; the int8 file's bytes may still differ between processes, as calibration's float arithmetic does). An
+    unknown model or a keyword its builder refuses is a ModelError (exit 2)."""
     import keras
 
     from edgecifar import models

@@ -41,7 +41,7 @@ def test_averaging_leaves_training_alone_and_ships_the_average(synthetic_archive
 
 def test_averaging_with_early_stopping_is_refused_in_one_line(synthetic_archive, tmp_path):
     with pytest.raises(EdgeCifarError, match="weight averaging"):
-        run(_cfg(synthetic_archive, tmp_path / "both", ema=0.9, early_stopping=3))
+        run(_cfg(synthetic_archive, tmp_path / "both", ema=0.9, early_stopping=3, select="val_loss"))
 
 
 def test_a_bf16_run_ships_the_average_it_evaluated_and_reports_it_in_float32(synthetic_archive, tmp_path):

