@@ -112,8 +112,12 @@ def epoch_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int, epoch: in
         images = aug.per_batch(images, tf.stack([tf.cast(seed * 100_003 + epoch, tf.int64), i]))
         return images, (targets if y.ndim == 2 else tf.one_hot(targets, NUM_CLASSES))
 
-    return ds.enumerate().map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) \
-             .prefetch(tf.data.AUTOTUNE)
+    # No autotuning: destroying an autotuned iterator waits for tf.data's tuning thread, which held each epoch's
+    # end (model.fit's return) for 3-15 s on this 2-core machine, up to a third of a small model's epoch; two
+    # parallel batches and two prefetched are what the cores can use anyway.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.enumerate().map(prepare, num_parallel_calls=2, deterministic=True).prefetch(2).with_options(options)
 
 
 def predict(model, x: np.ndarray, batch: int = 500) -> np.ndarray:
