@@ -215,7 +215,8 @@ RECIPES["edge_nano_kd160_e120"] = dataclasses.replace(
                 "87.95% and 86.25% at seeds 0 and 1), 87.7% test (1,000)")
 RECIPES["edge_fast_kd160_e60"] = dataclasses.replace(
     RECIPES["edge_fast_kd160"], name="edge_fast_kd160_e60", epochs=60,
-    description="edge_fast_kd160 for 60 epochs instead of 30")
+    description="edge_fast_kd160 for 60 epochs instead of 30; 1 seed: 91.50% validation (2,000; edge_fast_kd160 "
+                "91.25%), int8 91.60% (91.10%), flip TTA int8 92.25% (91.55%), 91.8% test (1,000; 90.3%)")
 # - issue 11: no label smoothing on top of the teacher's probabilities: the teacher, itself trained with smoothing 0.1,
 #   is soft already (mean top probability 0.87), and smoothing its targets again flattens what it says.
 RECIPES["edge_nano_kd160_ls0"] = dataclasses.replace(
