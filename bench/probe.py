@@ -140,12 +140,13 @@ def header(rows: list[dict], rounds: int, reference: Path, command: str, cpu: st
 
 def markdown(rows: list[dict], names: list[str], head: str) -> str:
     """The probe table: one line per row, ``names[i]`` in its first column; failed rows say why."""
+    from edgecifar.bench.core import finite
+
     cols = ["spec", "parameters", "MACs", "int8 size", "latency ms", "× ref", "spread ms"]
     lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
 
     def num(value, fmt: str, unit: str = "") -> str:
-        known = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-        return format(value, fmt) + unit if known else "–"
+        return format(value, fmt) + unit if finite(value) else "–"
 
     for r, name in zip(rows, names):
         macs = r.get("macs")
