@@ -77,8 +77,9 @@ zoo-train: install
 # seeds, one core (~13 min each).
 ABLATE ?= edge_fast edge_fast_wema edge_fast_air
 ABLATE_SEEDS ?= 0 1
-# One setting away from the kd160 students (train/recipes.py): longer schedules, no label smoothing, ReLU for GELU.
-KD160_PROBES := edge_nano_kd160_e120 edge_nano_kd160_ls0 edge_fast_relu_kd160
+# One setting away from the kd160 students (train/recipes.py): longer schedules, no label smoothing, skip
+# connections, ReLU for GELU.
+KD160_PROBES := edge_nano_kd160_e120 edge_nano_kd160_ls0 edge_nano_kd160_res edge_fast_relu_kd160
 .PHONY: ablations
 ablations: install
 	for s in $(ABLATE_SEEDS); do for r in $(ABLATE); do \

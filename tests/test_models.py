@@ -49,6 +49,15 @@ def test_edge_nano_runs_one_convolution_at_full_resolution_every_width_a_multipl
     assert model.count_params() < 84_000   # under 100 KB as int8 with the contract's metadata
 
 
+def test_residual_edge_nano_adds_each_stage_second_conv_to_its_input_at_no_parameter_cost():
+    import keras
+    plain, residual = models.create("edge_nano"), models.create("edge_nano", residual=True)
+    adds = [layer for layer in residual.layers if isinstance(layer, keras.layers.Add)]
+    assert [a.output.shape[1:] for a in adds] == [(16, 16, 32), (8, 8, 64)]
+    assert residual.count_params() == plain.count_params()
+    assert count_macs(residual) == count_macs(plain)
+
+
 def test_macs_of_the_baseline_match_a_hand_count():
     conv1 = 30 * 30 * 3 * 3 * 3 * 32
     conv2 = 13 * 13 * 3 * 3 * 32 * 64

@@ -82,12 +82,14 @@ def edge_tiny(act: str = "gelu") -> keras.Model:
     return keras.Model(inp, classifier(x), name="edge_tiny")
 
 
-def micro_convnet(name: str, stem: Sequence[int], widths: Sequence[int]) -> keras.Model:
+def micro_convnet(name: str, stem: Sequence[int], widths: Sequence[int], residual: bool = False) -> keras.Model:
     """Full-resolution stem convs, then per width: maxpool-conv-BN-ReLU-conv-BN-ReLU; global max-pool; dense.
 
     Built for TensorFlow Lite Micro: ReLU only (TFLM has no GELU), and every stage pools *before* its
     convolutions, so the largest activations (the stem's, at 32x32) are the only full-size ones the
     interpreter's arena must hold and most MACs run at 16x16 or below (fast on LiteRT too).
+    ``residual=True`` adds each stage's second conv to its input before the ReLU, as ResNet-8 (MLPerf Tiny)
+    does: no parameters, one int8 ADD per stage (a TFLite Micro op).
     """
     inp = pixels_input()
     x = standardize(inp)
@@ -98,7 +100,12 @@ def micro_convnet(name: str, stem: Sequence[int], widths: Sequence[int]) -> kera
     for w in widths:
         x = layers.MaxPooling2D()(x)
         x = _conv_bn_act(x, w, None, "relu")
-        x = _conv_bn_act(x, w, None, "relu")
+        if residual:
+            y = layers.Conv2D(w, 3, padding="same", use_bias=False)(x)
+            y = layers.BatchNormalization(momentum=BN_MOMENTUM)(y)
+            x = layers.Activation("relu")(layers.Add()([x, y]))
+        else:
+            x = _conv_bn_act(x, w, None, "relu")
     x = layers.GlobalMaxPooling2D()(x)
     return keras.Model(inp, classifier(x), name=name)
 
@@ -110,11 +117,13 @@ def edge_micro() -> keras.Model:
 
 
 @register(family="edge")
-def edge_nano() -> keras.Model:
+def edge_nano(stem: Sequence[int] = (16,), widths: Sequence[int] = (32, 64), residual: bool = False) -> keras.Model:
     """Microcontroller convnet at 0.10x the reference's latency: one 16-channel conv at 32x32, stages 32/64.
 
     edge_micro with its second full-resolution conv removed and every width a multiple of 16, the tile
     XNNPACK's int8 kernels compute in (a 24/40/60-wide layer costs as much as a 32/48/64-wide one).
     Untrained int8 probes on this CPU, one LiteRT thread: 7.5 MMACs at 0.10x, edge_micro's 13.3 at 0.16x.
+    The keywords (a recipe's ``model_kwargs``, a probe's ``edge_nano:stem=(32,)``) try other widths and
+    ResNet-8's skip connections within the tiny budget (100 KB file, 0.12x latency).
     """
-    return micro_convnet("edge_nano", stem=(16,), widths=(32, 64))
+    return micro_convnet("edge_nano", stem=tuple(stem), widths=tuple(widths), residual=residual)
