@@ -29,6 +29,9 @@ FIELDS = ("file", "model", "format", "precision", "runtime", "device", "threads"
           "images", "correct", "accuracy", "ci_low", "ci_high", "latency_ms", "vs_reference", "spread_lo_ms",
           "spread_hi_ms", "round_medians_ms", "p90_ms", "p99_ms", "runs", "blocks", "rounds", "throughput_ips",
           "batch", "load_ms", "peak_rss_mb", "tensorflow_imported", "status", "error")
+#: Timing fields measured in every round: with --rounds above 1, a row reports the median over rounds. Load time
+#: and memory stay round 1's: the only round that also runs the accuracy pass, so its peak memory is the file's.
+PER_ROUND = ("p90_ms", "p99_ms", "throughput_ips")
 #: Fields reported only when a row has them: with --reference, and with --rounds above 1.
 OPTIONAL = ("vs_reference", "round_medians_ms")
 
@@ -212,6 +215,7 @@ def run_bench(files: list[tuple[Path, str | None]], images: np.ndarray, labels: 
     cells = [(path, problem, t) for path, problem in checked for t in threads]
     rows: dict[int, dict] = {}            # cell -> its row from round 1 (an error row if a round failed)
     medians: dict[int, list[float]] = {i: [] for i in range(len(cells))}
+    laps: dict[int, list[dict]] = {i: [] for i in range(len(cells))}   # cell -> each round's PER_ROUND fields
     with tempfile.TemporaryDirectory(prefix="edgecifar-bench-") as tmp:
         npz = Path(tmp) / "test.npz"
         np.savez(npz, x=np.ascontiguousarray(images, dtype=np.uint8), y=np.asarray(labels, dtype=np.int64))
@@ -232,9 +236,10 @@ def run_bench(files: list[tuple[Path, str | None]], images: np.ndarray, labels: 
                 elif row["status"] != "ok":
                     rows[i] = {**rows[i], "status": "error", "error": f"round {r}: {row['error']}"}
                 medians[i].append(row["latency_ms"])
+                laps[i].append({k: row.get(k) for k in PER_ROUND})
         finally:
             device.close()
-    out = [with_rounds(rows[i], medians[i], rounds) for i in range(len(cells))]
+    out = [with_rounds(rows[i], medians[i], rounds, laps[i]) for i in range(len(cells))]
     if reference is not None:
         ref = {t: i for i, (path, _, t) in enumerate(cells) if path == reference and out[i]["status"] == "ok"}
         for i, (_, _, t) in enumerate(cells):
@@ -243,11 +248,16 @@ def run_bench(files: list[tuple[Path, str | None]], images: np.ndarray, labels: 
     return out
 
 
-def with_rounds(row: dict, medians: list[float], rounds: int) -> dict:
-    """A row with its round count; above one round, its latency and spread from the round medians."""
+def with_rounds(row: dict, medians: list[float], rounds: int, laps: list[dict] = ()) -> dict:
+    """A row with its round count; above one round, its latency and spread from the round medians, and each
+    PER_ROUND field the median of its rounds' values (a slow first round no longer sets the tails alone)."""
     row = {**row, "rounds": rounds}
     if rounds > 1 and row["status"] == "ok":
         row.update(over_rounds(medians), round_medians_ms=medians)
+        for key in PER_ROUND:
+            values = [lap[key] for lap in laps if lap.get(key) is not None]
+            if values:
+                row[key] = float(np.median(values))
     return row
 
 

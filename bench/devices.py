@@ -161,7 +161,8 @@ class Device:
                     "block medians (wide spread = a noisy machine); p90/p99 pooled; * = on the Pareto front."]
         return [f"lat ms = median over {rounds} interleaved rounds of each round's median of {blocks} block medians "
                 f"of {runs} batch-1 runs; spread = min–max of the round medians (wide spread = a drifting "
-                "machine); p90/p99 pooled, throughput, load and memory from round 1; * = on the Pareto front."]
+                "machine); p90/p99 pooled within a round, they and throughput the median over rounds; load and memory "
+                "from round 1; * = on the Pareto front."]
 
 
 DEVICES: dict[str, type[Device]] = {}

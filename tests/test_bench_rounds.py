@@ -46,7 +46,8 @@ class RecordingDevice:
         ms = self.latency[key] / job.threads
         result = {"status": "ok", "runtime": "fake", "threads": job.threads,
                   "latency": {"median_ms": ms, "spread_lo_ms": 0.9 * ms, "spread_hi_ms": 1.1 * ms, "runs": 10,
-                              "blocks": 5}}
+                              "blocks": 5, "p90_ms": 1.5 * ms, "p99_ms": 2 * ms},
+                  "throughput_ips": 1e3 / ms, "peak_rss_mb": 100.0 * len(self.jobs)}
         if job.accuracy:
             result.update(images=4, correct=3, accuracy=0.75)
         return result
@@ -75,6 +76,19 @@ def test_rounds_measure_every_file_and_thread_count_before_any_again():
     order = [(j.file.name, j.threads) for j in device.jobs]
     one_round = [(n, t) for n in "abc" for t in (1, 2)]
     assert order == one_round * 3
+
+
+def test_tail_latencies_and_throughput_are_medians_over_rounds_so_a_slow_first_round_does_not_set_them():
+    device = RecordingDevice({("a", 1): 9.0, ("a", 2): 1.0, ("a", 3): 2.0})
+    [row] = run(device, "a", n_rounds=3)
+    assert row["latency_ms"] == 2.0
+    assert (row["p90_ms"], row["p99_ms"], row["throughput_ips"]) == (3.0, 4.0, 500.0)
+    assert row["peak_rss_mb"] == 100.0          # memory: round 1's, the round that also ran the accuracy pass
+
+
+def test_one_round_keeps_its_own_tail_latencies():
+    [row] = run(RecordingDevice({("a", 1): 9.0}), "a")
+    assert (row["p90_ms"], row["p99_ms"], row["throughput_ips"]) == (13.5, 18.0, 1e3 / 9)
 
 
 def test_accuracy_is_measured_in_the_first_round_only_and_kept():
