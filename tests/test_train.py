@@ -175,6 +175,22 @@ def test_flip_translate_moves_whole_pixels_and_is_a_function_of_its_seed():
         assert any(np.array_equal(out[2:30, 2:30], c) for c in candidates)
 
 
+def test_cutout_greys_one_square_of_at_most_8x8_pixels_per_image_and_is_a_function_of_its_seed():
+    import tensorflow as tf
+
+    from edgecifar.train.augment import CUTOUT_FILL, cutout
+
+    images = tf.constant(np.full((16, 32, 32, 3), 3.0, np.float32))
+    a = cutout(images, tf.constant([1, 2], tf.int64)).numpy()
+    assert np.array_equal(a, cutout(images, tf.constant([1, 2], tf.int64)).numpy())
+    assert not np.array_equal(a, cutout(images, tf.constant([1, 3], tf.int64)).numpy())
+    for out in a:
+        ys, xs = np.nonzero((out == CUTOUT_FILL).all(axis=2))
+        assert 16 <= len(ys) <= 64 and set(np.unique(out)) == {3.0, CUTOUT_FILL}   # a square clipped at most in half per side
+        assert len(ys) == (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)    # one filled rectangle
+        assert ys.max() - ys.min() < 8 and xs.max() - xs.min() < 8
+
+
 def test_the_seed_notebook_augmentation_keeps_shape_and_range():
     import tensorflow as tf
 

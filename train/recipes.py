@@ -12,7 +12,7 @@ from typing import Any, Literal, get_args
 
 from edgecifar.errors import ModelError
 
-Augment = Literal["none", "seed", "flip_translate", "altflip_translate"]   # train/augment.py
+Augment = Literal["none", "seed", "flip_translate", "flip_translate_cutout", "altflip_translate"]   # train/augment.py
 Schedule = Literal["constant", "one_cycle", "cosine"]   # train/schedule.py
 MOBILENETV2_BLOCKS = 16   # inverted-residual blocks above the stem's block 0 (Keras: block_1 .. block_16)
 
@@ -236,6 +236,11 @@ RECIPES["edge_fast_relu_kd160"] = dataclasses.replace(
 RECIPES["edge_nano_kd160_res"] = dataclasses.replace(
     RECIPES["edge_nano_kd160"], name="edge_nano_kd160_res", model_kwargs={"residual": True},
     description="edge_nano_kd160 with ResNet-8's skip connections (each stage's second conv added to its input)")
+# - issue 11: edge_nano_kd160 ends at 93% training accuracy under augmentation against 88% on validation; cutout
+#   (an 8x8 mid-grey square per image) widens what the teacher's cached probabilities are matched on.
+RECIPES["edge_nano_kd160_cutout"] = dataclasses.replace(
+    RECIPES["edge_nano_kd160"], name="edge_nano_kd160_cutout", augment="flip_translate_cutout",
+    description="edge_nano_kd160 with cutout (one 8x8 mid-grey square per image) after flip + translate")
 RECIPES["edge_nano_kd160_ema"] = dataclasses.replace(
     RECIPES["edge_nano_kd160"], name="edge_nano_kd160_ema", ema=0.99,
     description="edge_nano_kd160 with weight averaging (EMA 0.99 per step, as edge_fast_wema); 1 seed: 87.70% "
