@@ -243,7 +243,8 @@ RECIPES["edge_nano_kd160_res"] = dataclasses.replace(
 #   (an 8x8 mid-grey square per image) widens what the teacher's cached probabilities are matched on.
 RECIPES["edge_nano_kd160_cutout"] = dataclasses.replace(
     RECIPES["edge_nano_kd160"], name="edge_nano_kd160_cutout", augment="flip_translate_cutout",
-    description="edge_nano_kd160 with cutout (one 8x8 mid-grey square per image) after flip + translate")
+    description="edge_nano_kd160 with cutout (one 8x8 mid-grey square per image) after flip + translate; seed 0: "
+                "87.00% validation (2,000; edge_nano_kd160 87.95%), 85.9% test (1,000; 87.9%): no gain")
 RECIPES["edge_nano_kd160_ema"] = dataclasses.replace(
     RECIPES["edge_nano_kd160"], name="edge_nano_kd160_ema", ema=0.99,
     description="edge_nano_kd160 with weight averaging (EMA 0.99 per step, as edge_fast_wema); 1 seed: 87.70% "
