@@ -11,7 +11,7 @@ import math
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -248,7 +248,7 @@ def run_bench(files: list[tuple[Path, str | None]], images: np.ndarray, labels: 
     return out
 
 
-def with_rounds(row: dict, medians: list[float], rounds: int, laps: list[dict] = ()) -> dict:
+def with_rounds(row: dict, medians: list[float], rounds: int, laps: Sequence[dict] = ()) -> dict:
     """A row with its round count; above one round, its latency and spread from the round medians, and each
     PER_ROUND field the median of its rounds' values (a slow first round no longer sets the tails alone)."""
     row = {**row, "rounds": rounds}
