@@ -88,8 +88,9 @@ ablations: install
 	bench/train_once.sh edge_fast_kd160_e60 $(RUNS)/zoo/edge_fast_kd160_e60-seed1 --val-size 2000 --seed 1   # and of the shipped fast model
 	bench/train_once.sh edge_nano_kd160_res $(RUNS)/zoo/edge_nano_kd160_res-seed1 --val-size 2000 --seed 1
 	bench/train_once.sh edge_nano_kd160_cutout $(RUNS)/zoo/edge_nano_kd160_cutout-seed1 --val-size 2000 --seed 1
+	bench/train_once.sh edge_nano_kd160_cutout $(RUNS)/zoo/edge_nano_kd160_cutout-seed2 --val-size 2000 --seed 2
 	for r in $(KD160_PROBES); do bench/train_once.sh $$r $(RUNS)/zoo/$$r --val-size 2000 || exit 1; done
-	$(BIN)/python -m edgecifar.bench.ablations $(wildcard $(addprefix $(RUNS)/zoo/,edge_micro edge_micro_kd edge_nano edge_nano_kd edge_nano_kd128 edge_nano_kd160 edge_nano_kd160-seed1 edge_nano_kd160_ema $(KD160_PROBES) edge_nano_kd160_res-seed1 edge_nano_kd160_cutout-seed1 edge_fast_wema edge_fast_kd128 edge_fast_kd160 edge_fast_kd160_e60 edge_fast_kd160_e60-seed1)) \
+	$(BIN)/python -m edgecifar.bench.ablations $(wildcard $(addprefix $(RUNS)/zoo/,edge_micro edge_micro_kd edge_nano edge_nano_kd edge_nano_kd128 edge_nano_kd160 edge_nano_kd160-seed1 edge_nano_kd160_ema $(KD160_PROBES) edge_nano_kd160_res-seed1 edge_nano_kd160_cutout-seed1 edge_nano_kd160_cutout-seed2 edge_fast_wema edge_fast_kd128 edge_fast_kd160 edge_fast_kd160_e60 edge_fast_kd160_e60-seed1)) \
 	  $(wildcard $(foreach s,$(ABLATE_SEEDS),$(foreach r,$(ABLATE),$(RUNS)/ablations/$(r)-e10-seed$(s)))) \
 	  --out $(RESULTS)/ablations.md --csv $(RESULTS)/ablations.csv
 

@@ -244,7 +244,7 @@ RECIPES["edge_nano_kd160_cutout"] = dataclasses.replace(
     RECIPES["edge_nano_kd160"], name="edge_nano_kd160_cutout", augment="flip_translate_cutout",
     description="edge_nano_kd160 with cutout (one 8x8 mid-grey square per image) after flip + translate; seed 0: "
                 "87.00% validation (2,000; edge_nano_kd160 87.95%), 85.9% test (1,000; 87.9%); seed 1: 87.85% "
-                "(86.25%), 87.5% test (87.4%): two-seed mean 87.43% against 87.10%, within the seeds' spread")
+                "(86.25%), 87.5% test (87.4%); seed 2: 86.60%, 87.2% test: three-seed mean 87.15%, no gain")
 RECIPES["edge_nano_kd160_ema"] = dataclasses.replace(
     RECIPES["edge_nano_kd160"], name="edge_nano_kd160_ema", ema=0.99,
     description="edge_nano_kd160 with weight averaging (EMA 0.99 per step, as edge_fast_wema); 1 seed: 87.70% "
