@@ -19,10 +19,13 @@ from edgecifar.models.registry import register
 BN_MOMENTUM = 0.9
 
 
-def _conv_bn_act(x, filters: int, reg, act: str, bn_momentum: float = BN_MOMENTUM, bn_scale: bool = True):
+def _conv_bn(x, filters: int, reg=None, bn_momentum: float = BN_MOMENTUM, bn_scale: bool = True):
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg)(x)
-    x = layers.BatchNormalization(momentum=bn_momentum, scale=bn_scale)(x)
-    return layers.Activation(act)(x)
+    return layers.BatchNormalization(momentum=bn_momentum, scale=bn_scale)(x)
+
+
+def _conv_bn_act(x, filters: int, reg, act: str, bn_momentum: float = BN_MOMENTUM, bn_scale: bool = True):
+    return layers.Activation(act)(_conv_bn(x, filters, reg, bn_momentum, bn_scale))
 
 
 def plain_convnet(name: str, widths: Sequence[int], stem: int, act: str = "gelu",
@@ -101,9 +104,7 @@ def micro_convnet(name: str, stem: Sequence[int], widths: Sequence[int], residua
         x = layers.MaxPooling2D()(x)
         x = _conv_bn_act(x, w, None, "relu")
         if residual:
-            y = layers.Conv2D(w, 3, padding="same", use_bias=False)(x)
-            y = layers.BatchNormalization(momentum=BN_MOMENTUM)(y)
-            x = layers.Activation("relu")(layers.Add()([x, y]))
+            x = layers.Activation("relu")(layers.Add()([x, _conv_bn(x, w)]))
         else:
             x = _conv_bn_act(x, w, None, "relu")
     x = layers.GlobalMaxPooling2D()(x)
