@@ -4,12 +4,18 @@ Reads ``cifar-10-python.tar.gz`` or an unpacked ``cifar-10-batches-py/`` folder.
 copies (a missing ``data_batch_N``, a short ``test_batch``) and says how many images it read. Every
 defect in the files becomes one ``DataError`` line naming the file, never a traceback.
 
+The batches are pickles, and a pickle can name any function to call: an archive from ``--data``,
+``$EDGECIFAR_DATA`` or the Keras cache is untrusted (its MD5 is checked only on download), so it is read
+with :class:`BatchUnpickler`, which rebuilds dicts, lists, bytes, strings, numbers and plain numpy arrays
+and refuses every other global before anything runs.
+
 Pure numpy: no TensorFlow, so the bench and the device runner can use it too.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import re
@@ -127,12 +133,79 @@ def fetch(dest: Path, url: str = URL, md5: str = MD5, timeout: float = 30.0) -> 
 
 # --------------------------------------------------------------------------- reading batches
 
+class ForbiddenGlobal(pickle.UnpicklingError):
+    """A pickle named a global that CIFAR-10 batches never hold."""
+
+    def __init__(self, module: str, name: str):
+        super().__init__(f"{module}.{name}")
+        self.qualified = f"{module}.{name}"
+
+
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """``_codecs.encode`` as pickle protocol 2 uses it for bytes (``encode(text, "latin1")``), and only so."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise ForbiddenGlobal("_codecs", f"encode with {type(text).__name__}, {encoding!r}")
+    return text.encode("latin-1")
+
+
+def _empty_bytes(*args) -> bytes:
+    """``bytes()`` as pickle protocol 2 writes an empty bytes object, and only so."""
+    if args:
+        raise ForbiddenGlobal("builtins", f"bytes with {len(args)} argument(s)")
+    return b""
+
+
+def _plain_dtype(*args) -> np.dtype:
+    """``numpy.dtype`` for the arrays a batch holds: object dtypes (which carry arbitrary Python objects) refused."""
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise ForbiddenGlobal("numpy", f"dtype({dtype.str}): an object array")
+    return dtype
+
+
+#: The only globals a batch may name, and what each resolves to: numpy's array reconstructor (its module is
+#: ``numpy.core`` in the official files, ``numpy._core`` from numpy 2) with the array and dtype types, and
+#: the two ways protocol 2 pickles written by Python 3 spell bytes (each admitting that one use only).
+_RECONSTRUCT = np.zeros(1).__reduce__()[0]
+SAFE_GLOBALS: dict[tuple[str, str], object] = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): _plain_dtype,
+    ("_codecs", "encode"): _latin1_bytes,
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
+}
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """An unpickler that admits only :data:`SAFE_GLOBALS`: every other global (``os.system``, ``builtins.eval``,
+    a class of any module) raises :class:`ForbiddenGlobal` before it is looked up, so nothing in the file runs."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return SAFE_GLOBALS[(module, name)]
+        except KeyError:
+            raise ForbiddenGlobal(module, name) from None
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("persistent IDs are not allowed")
+
+
+def safe_unpickle(raw: bytes, name: str, what: str = "CIFAR-10 pickle"):
+    """Unpickle one member with :class:`BatchUnpickler`; every failure is one DataError naming ``name``."""
+    try:
+        return BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except ForbiddenGlobal as exc:
+        raise DataError(f"{name}: refused: the pickle calls {exc.qualified}, which a {what} never holds (only "
+                        "dicts, lists, bytes, strings, numbers and numpy arrays are read; nothing was run)") from None
+    except Exception as exc:  # pickle raises many types on corrupt input
+        raise DataError(f"{name}: not a readable {what} ({type(exc).__name__}: {exc})") from None
+
+
 def _decode_batch(raw: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Unpickle one batch and return (uint8 NHWC images, int64 labels), validating everything."""
-    try:
-        batch = pickle.loads(raw, encoding="bytes")
-    except Exception as exc:  # pickle raises many types on corrupt input
-        raise DataError(f"{name}: not a readable CIFAR-10 pickle ({type(exc).__name__}: {exc})") from None
+    batch = safe_unpickle(raw, name)
     if not isinstance(batch, dict):
         raise DataError(f"{name}: expected a dict, found {type(batch).__name__}")
     batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
@@ -193,8 +266,8 @@ def load(path: str | os.PathLike | None = None, download: bool | None = None) ->
     x_test, y_test = _decode_batch(members["test_batch"], f"{path}:test_batch")
     names = LABELS
     if "batches.meta" in members:
+        meta = safe_unpickle(members["batches.meta"], f"{path}:batches.meta", "CIFAR-10 meta pickle")
         try:
-            meta = pickle.loads(members["batches.meta"], encoding="bytes")
             raw = meta.get(b"label_names") or meta.get("label_names")
             names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in raw)
         except Exception:

@@ -152,3 +152,103 @@ def test_fingerprint_changes_when_a_single_pixel_changes(synthetic_archive):
     x[0, 0, 0, 0] ^= 1
     changed = data.Cifar10(ds.x_train, ds.y_train, x, ds.y_test, ds.source)
     assert changed.fingerprint != ds.fingerprint
+
+
+# --------------------------------------------------------------------------- untrusted pickles
+
+class RunsOnLoad:
+    """Pickles as a call of ``func(*args)``: what a hostile batch does to run code when it is unpickled."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+class TouchesOnSetstate:
+    """A plain object of a class of this module: unpickling it would import the module and call __setstate__."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __setstate__(self, state):
+        open(state["marker"], "w").close()
+
+
+def _hostile_payloads(marker):
+    """Each way a pickle can run code, by name."""
+    import builtins
+    import os
+    import subprocess as sp
+
+    return {
+        "os.system": RunsOnLoad(os.system, f"touch {marker}"),
+        "builtins.eval": RunsOnLoad(builtins.eval, f"open({str(marker)!r}, 'w').close()"),
+        "subprocess": RunsOnLoad(sp.call, ["touch", str(marker)]),
+        "nested object": {"deep": [1, {"deeper": TouchesOnSetstate(marker)}]},
+    }
+
+
+def _first_global(obj) -> str:
+    """The global a protocol 2 pickle of ``obj`` names first, as written (Python 2 module names: posix.system,
+    __builtin__.eval, commands.call)."""
+    import pickletools
+
+    return next(arg.replace(" ", ".") for op, arg, _ in pickletools.genops(pickle.dumps(obj, protocol=2))
+                if op.name == "GLOBAL")
+
+
+@pytest.mark.parametrize("kind", ["os.system", "builtins.eval", "subprocess", "nested object"])
+@pytest.mark.parametrize("member", ["data_batch_1", "test_batch", "batches.meta"])
+def test_a_pickle_that_would_run_code_is_refused_naming_the_member_and_the_global_and_nothing_runs(
+        tmp_path, kind, member):
+    marker = tmp_path / "payload-ran"
+    payload = _hostile_payloads(marker)[kind]
+    qualified = _first_global(payload)
+    members = synthetic_members(n_train_batches=1)
+    if member == "batches.meta":
+        members[member] = pickle.dumps({b"label_names": [payload], b"num_vis": 3072}, protocol=2)
+    else:
+        x, y = np.zeros((2, 32, 32, 3), np.uint8), [0, 1]
+        members[member] = batch_pickle(x, y, filenames=[b"a.png", payload])
+    path = write_archive(tmp_path / "hostile.tar.gz", members)
+    with pytest.raises(DataError) as caught:
+        data.load(path)
+    message = str(caught.value)
+    assert not marker.exists(), f"the {kind} payload ran"
+    assert message.startswith(f"{path}:{member}: refused: the pickle calls {qualified},"), message
+    assert "nothing was run" in message and "\n" not in message
+
+
+def test_an_object_array_in_a_batch_is_refused_before_its_objects_are_built(tmp_path):
+    members = synthetic_members(n_train_batches=1)
+    members["data_batch_1"] = pickle.dumps({b"data": np.array([[1, "x"]], dtype=object), b"labels": [0]}, protocol=2)
+    with pytest.raises(DataError, match=r"data_batch_1: refused: the pickle calls numpy\.dtype\(\|O\): an object array"):
+        data.load(write_archive(tmp_path / "objects.tar.gz", members))
+
+
+@pytest.mark.real_data
+def test_the_official_batches_name_only_admitted_globals_and_load_bit_identically(real_archive):
+    import pickletools
+    import tarfile
+
+    reference, named = {}, set()
+    with tarfile.open(real_archive) as tar:
+        for info in tar:
+            name = info.name.rsplit("/", 1)[-1]
+            if not info.isfile():
+                continue
+            raw = tar.extractfile(info).read()
+            named |= {tuple(arg.split(" ", 1)) for op, arg, _ in pickletools.genops(raw) if op.name == "GLOBAL"}
+            reference[name] = pickle.loads(raw, encoding="bytes")   # the trusted official copy, unrestricted
+    assert named and named <= set(data.SAFE_GLOBALS)
+    ds = data.load(real_archive)
+    batches = [reference[n] for n in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4")]
+    expected = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    assert (len(ds.x_train), len(ds.x_test)) == (40_000, 1_000)
+    np.testing.assert_array_equal(ds.x_train, expected)
+    np.testing.assert_array_equal(ds.y_train, np.concatenate([b[b"labels"] for b in batches]))
+    np.testing.assert_array_equal(ds.x_test, reference["test_batch"][b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(ds.y_test, reference["test_batch"][b"labels"])
+    assert ds.label_names == tuple(n.decode() for n in reference["batches.meta"][b"label_names"])
