@@ -181,8 +181,12 @@ def _agreement(paths, device, data, limit, timeout, md_out, json_out, csv_out, *
     """Measure, write the reports; True when a run failed (a missing runtime on the device is no failure)."""
     from edgecifar import data as cifar
     from edgecifar import zoo
+    from edgecifar.fileio import check_writable_file
     from edgecifar.runs import git_commit
 
+    for flag, out in (("--markdown", md_out), ("--csv", csv_out), ("--json", json_out)):
+        if out:
+            check_writable_file(out, flag)  # before minutes on the device, not after
     files = expand(paths or zoo.files())
     dataset = cifar.load(data)
     n = min(limit or len(dataset.y_test), len(dataset.y_test))

@@ -63,7 +63,8 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, rounds, refe
     from edgecifar.runs import git_commit, runs_root
     from edgecifar.units import plural
 
-    _check_outputs_differ({"--json": json_out, "--csv": csv_out, "--markdown": md_out, "--plot": plot_out})
+    outputs = {"--json": json_out, "--csv": csv_out, "--markdown": md_out, "--plot": plot_out}
+    _check_outputs(outputs, confusion_dir)
     thread_list = core.parse_threads(threads)
     files = core.expand(paths) if paths else core.expand(core.default_paths(runs_root()))
     dev = open_device(device, **device_options)  # each device takes its own options (devices.DEVICES)
@@ -106,6 +107,9 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, rounds, refe
     rows = core.run_bench(files, images, labels, dev, thread_list, job, on_row=progress, rounds=rounds,
                           reference=reference)
 
+    facts = _device_facts(dev, rows)
+    rows = core.check_recorded_accuracy(rows, Path(dataset.source).name, dataset.fingerprint, _where(dev, facts))
+
     console.print(dev.table(rows, title=f"edgecifar bench on {dev.name} ({plural(n, 'test image')})"))
     legend = dev.legend(runs, blocks, rounds) + ([report.reference_legend(reference.name)] if reference else [])
     for line in legend:
@@ -118,54 +122,108 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, rounds, refe
             "rounds": rounds, "reference": str(reference) if reference else None, "batch": batch,
             "runtime": runtime, "images": n, "data": Path(dataset.source).name,
             "data_fingerprint": dataset.fingerprint, "host": platform.node(), "machine": platform.machine(),
-            "python": platform.python_version(), **_device_facts(dev, rows), "commit": git_commit(),
+            "python": platform.python_version(), **facts, "commit": git_commit(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    if json_out:
-        report.write_json_report(json_out, rows, meta)
-        click.echo(f"wrote {json_out}", err=True)
-    if csv_out:
-        report.write_csv_report(csv_out, rows)
-        click.echo(f"wrote {csv_out}", err=True)
-    if md_out:
-        write_text(md_out, dev.markdown(rows, meta))
-        click.echo(f"wrote {md_out}", err=True)
-    if plot_out:
-        from edgecifar.bench.plot import pareto_plot
+    title = f"CIFAR-10 ({plural(n, 'test image')}) on {dev.name}"
+    writers = {"--json": lambda path: report.write_json_report(path, rows, meta),
+               "--csv": lambda path: report.write_csv_report(path, rows),
+               "--markdown": lambda path: write_text(path, dev.markdown(rows, meta)),
+               "--plot": lambda path: _pareto_plot(rows, path, title),
+               "--confusion": lambda folder: _confusions(rows, labels, dataset.label_names, folder, console)}
+    unwritten = _write_outputs({**outputs, "--confusion": confusion_dir}, writers)
 
-        pareto_plot(rows, plot_out, title=f"CIFAR-10 ({plural(n, 'test image')}) on {dev.name}")
-        click.echo(f"wrote {plot_out}", err=True)
-    if confusion_dir:
-        _confusions(rows, labels, dataset.label_names, confusion_dir, console)
-
-    failed = [r for r in rows if r["status"] != "ok"]
+    for problem in unwritten:   # after the table: what was measured is on the screen, only a file is missing
+        click.echo(f"error: {problem}", err=True)
+    mismatched = [r for r in rows if r["status"] == core.MISMATCH]
+    if mismatched:
+        click.echo(f"{len(mismatched)} of {plural(len(rows), 'row')} scored outside the accuracy their "
+                   f"{core.MANIFEST} records for the same images", err=True)
+    failed = [r for r in rows if not core.measured(r)]
     if failed:
         click.echo(f"{len(failed)} of {plural(len(rows), 'row')} failed", err=True)
+    if unwritten or mismatched or failed:
         ctx.exit(1)
+
+
+def _check_outputs(outputs: dict, confusion_dir: Path | None) -> None:
+    """Every output can be written, before a file is read or a worker started: a measurement that ends in a
+    traceback over an unwritable --json is minutes lost. (A write can still fail later, on a full disk.)"""
+    from edgecifar.fileio import check_writable_dir, check_writable_file
+
+    _check_outputs_differ(outputs)
+    for flag, path in outputs.items():
+        if path is not None:
+            check_writable_file(path, flag)
+    if confusion_dir is not None:
+        check_writable_dir(confusion_dir, "--confusion")
+    if outputs["--plot"] is not None or confusion_dir is not None:
+        from edgecifar.bench.plot import require_matplotlib
+
+        require_matplotlib()
 
 
 def _check_outputs_differ(outputs: dict) -> None:
     """One run never writes two of its outputs to the same file (the second would replace the first)."""
     from edgecifar.errors import EdgeCifarError
+    from edgecifar.fileio import resolved
 
     seen: dict[Path, str] = {}
     for flag, path in outputs.items():
         if path is None:
             continue
-        key = Path(path).resolve()
+        key = resolved(path)
         if key in seen:
             raise EdgeCifarError(f"{path}: named by both {seen[key]} and {flag}; give each its own file")
         seen[key] = flag
 
 
-def _device_facts(dev, rows) -> dict:
-    """What decides the figures besides the file: the device's CPU model and its runtimes' versions (as its
-    worker reported them; this machine's CPU for the local device)."""
-    from edgecifar.bench.devices import LocalDevice
-    from edgecifar.host import cpu_model
+def _write_outputs(outputs: dict, writers: dict) -> list[str]:
+    """Each output given, written by its writer; the one-line reasons of those that could not be (a full disk),
+    reported after the table: what was measured is on the screen, only a file is missing."""
+    from edgecifar.fileio import try_write
 
-    cpu = next((r["cpu"] for r in rows if r.get("cpu")), None) or (cpu_model() if isinstance(dev, LocalDevice) else None)
+    problems = []
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        problem = try_write(flag, path, writers[flag])
+        if problem:
+            problems.append(problem)
+        elif flag != "--confusion":   # the matrices name their own files
+            click.echo(f"wrote {path}", err=True)
+    return problems
+
+
+def _pareto_plot(rows: list[dict], path: Path, title: str) -> None:
+    from edgecifar.bench.plot import pareto_plot
+
+    pareto_plot(rows, path, title=title)
+
+
+def _device_facts(dev, rows) -> dict:
+    """What decides the figures besides the file: the device's CPU model, its CPU features (int8 kernels and
+    so accuracy differ between AVX2 and AVX-512 VNNI machines) and its runtimes' versions (as its worker
+    reported them; this machine's for the local device; None where unknown)."""
+    from edgecifar.bench.devices import LocalDevice
+    from edgecifar.host import cpu_features, cpu_model
+
+    local = isinstance(dev, LocalDevice)
+    cpu = next((r["cpu"] for r in rows if r.get("cpu")), None) or (cpu_model() if local else None)
+    features = next((r["cpu_features"] for r in rows if r.get("cpu_features") is not None), None)
+    if features is None and local:
+        features = list(cpu_features())
     versions = next((r["versions"] for r in rows if r.get("versions")), None)
-    return {"cpu": cpu, "versions": versions}
+    return {"cpu": cpu, "cpu_features": features, "versions": versions}
+
+
+def _where(dev, facts: dict) -> str:
+    """The machine a row ran on, as a mismatch with a manifest names it: its CPU features when known."""
+    from edgecifar.host import FEATURES
+
+    features = facts.get("cpu_features")
+    if features is None:
+        return f"on {dev.name}, CPU features unknown"
+    return f"on {dev.name}, CPU features: {', '.join(features) or 'none of ' + ', '.join(FEATURES)}"
 
 
 def _confusions(rows, labels, names, folder: Path, console) -> None:
@@ -173,18 +231,17 @@ def _confusions(rows, labels, names, folder: Path, console) -> None:
     name are told apart by their folders (report.display_names), so no matrix replaces another."""
     import re
 
+    from edgecifar.bench.core import measured
     from edgecifar.bench.plot import confusion_png
     from edgecifar.bench.report import display_names
-    from edgecifar.fileio import check_writable_dir
     from edgecifar.metrics import confusion_matrix, most_confused
     from edgecifar.units import percent, plural
 
-    check_writable_dir(folder)
     shown = dict(zip((r["file"] for r in rows), display_names(rows)))
     done: set[str] = set()
     written: set[str] = set()
     for r in rows:
-        if r["status"] != "ok" or r["file"] in done or r.get("predictions") is None:
+        if not measured(r) or r["file"] in done or r.get("predictions") is None:
             continue
         done.add(r["file"])
         matrix = confusion_matrix(r["predictions"], labels[:len(r["predictions"])])

@@ -6,10 +6,13 @@ started by a device (:mod:`edgecifar.bench.devices`).
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import tempfile
 from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -18,11 +21,17 @@ import numpy as np
 from edgecifar.bench.devices import Job
 from edgecifar.bench.rounds import over_rounds, round_robin, vs_reference
 from edgecifar.errors import EdgeCifarError
+from edgecifar.fileio import is_temporary, resolved, sha256
+from edgecifar.metrics import wilson_interval
 from edgecifar.runtime import LOADERS, locate, missing_runtime
 from edgecifar.units import plural
 
 MANIFEST = "edgecifar.json"
 FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
+#: A row whose accuracy falls outside the interval of the figure its manifest records for the same images: measured
+#: (its figures are shown) but not "ok" (bench exits 1).
+MISMATCH = "mismatch"
+MEASURED = ("ok", MISMATCH)
 
 #: Row fields in report order (``predictions`` travels alongside for the confusion matrices only).
 FIELDS = ("file", "model", "format", "precision", "runtime", "device", "threads", "bytes", "parameters", "macs",
@@ -47,7 +56,35 @@ def newest_export_dir(root: Path) -> Path | None:
 
 
 def model_files_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in LOADERS)
+    """The model files in ``folder``: not hidden files, so never an export's temporary (``.x_int8.tflite.yc38oavx
+    .tflite``: still being written, or left by a killed export, and never validated), nor a link that leads
+    nowhere (:func:`broken_links_in`)."""
+    return sorted(p for p in _candidates(folder) if p.is_file())
+
+
+def broken_links_in(folder: Path) -> list[Path]:
+    """Model-named links in ``folder`` that lead to no file (a loop, a deleted target): rows that say so."""
+    return sorted(p for p in _candidates(folder) if p.is_symlink() and not p.exists())
+
+
+def _candidates(folder: Path) -> list[Path]:
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return []
+    return [p for p in entries if p.suffix.lower() in LOADERS and not p.name.startswith(".") and not is_temporary(p)]
+
+
+def _missing(path: Path) -> str:
+    """Why ``path`` (which does not exist as a file) cannot be benched, in the row's words."""
+    if path.is_symlink():
+        try:
+            path.stat()
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return f"{path}: symlink loop"
+        return f"{path}: broken symlink (to {os.readlink(path)})"
+    return f"{path}: no such file"
 
 
 def default_paths(runs_root: Path) -> list[Path]:
@@ -98,18 +135,18 @@ def expand(paths: Iterable[str | Path]) -> list[tuple[Path, str | None]]:
         if path.is_dir() and not model_files_in(path) and (path / "export").is_dir():
             path = path / "export"   # a run folder, as export takes it
         if path.is_dir():
-            files = model_files_in(path)
-            if not files:
+            files, broken = model_files_in(path), broken_links_in(path)
+            if not files and not broken:
                 out.append((path, f"{path}: no {' or '.join(LOADERS)} files in this folder"))
-            items = [(f, None) for f in files]
+            items = [(f, None) for f in files] + [(f, _missing(f)) for f in broken]
         elif not path.exists():
-            items = [(path, f"{path}: no such file")]
+            items = [(path, _missing(path))]
         elif path.suffix.lower() not in LOADERS:
             items = [(path, f"{path}: not a model file (expected {', '.join(LOADERS)})")]
         else:
             items = [(path, None)]
         for f, err in items:
-            key = f.resolve()
+            key = resolved(f)
             if key not in seen:
                 seen.add(key)
                 out.append((f, err))
@@ -121,7 +158,7 @@ def find_reference(files: list[tuple[Path, str | None]], wanted: Path,
     """The benched file ``--reference`` names: the same file (resolved), or for a bare file name the one file
     of that name. An error before anything runs when it names none, several, or a file that cannot run."""
     wanted = Path(wanted)
-    matches = [p for p, _ in files if p.resolve() == wanted.resolve()]
+    matches = [p for p, _ in files if resolved(p) == resolved(wanted)]
     if not matches and wanted.name == str(wanted):
         matches = [p for p, _ in files if p.name == wanted.name]
     if not matches:
@@ -136,21 +173,128 @@ def find_reference(files: list[tuple[Path, str | None]], wanted: Path,
 
 # --------------------------------------------------------------------------- what we know about a file
 
-def manifest_entry(path: Path) -> dict:
-    """The entry for ``path`` in the ``edgecifar.json`` beside it (with the source's figures), or {}."""
-    manifest = path.parent / MANIFEST
+def read_manifest(folder: Path) -> dict | None:
+    """The ``edgecifar.json`` in ``folder`` as a dict with a ``files`` list, or None (absent or unreadable)."""
+    manifest = folder / MANIFEST
     if not manifest.is_file():
-        return {}
+        return None
     try:
         data = json.loads(manifest.read_text())
     except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("files"), list) else None
+
+
+def _entry(data: dict | None, name: str) -> dict | None:
+    return next((e for e in (data or {}).get("files", []) if isinstance(e, dict) and e.get("file") == name), None)
+
+
+def manifest_entry(path: Path) -> dict:
+    """The entry for ``path`` in the ``edgecifar.json`` beside it (with the source's figures), or {}."""
+    data = read_manifest(path.parent)
+    entry = _entry(data, path.name)
+    if entry is None:
         return {}
-    for entry in data.get("files", []) if isinstance(data, dict) else []:
-        if isinstance(entry, dict) and entry.get("file") == path.name:
-            source = data.get("source", {}) if isinstance(data.get("source"), dict) else {}
-            return {"parameters": source.get("parameters"), "macs": source.get("macs"),
-                    "model": source.get("model"), **{k: v for k, v in entry.items() if v is not None}}
-    return {}
+    source = data.get("source", {}) if isinstance(data.get("source"), dict) else {}
+    return {"parameters": source.get("parameters"), "macs": source.get("macs"),
+            "model": source.get("model"), **{k: v for k, v in entry.items() if v is not None}}
+
+
+@lru_cache(maxsize=256)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+    """A file's sha256, once per version of it (size and mtime in the key): every thread count and round of a
+    file asks."""
+    return sha256(path)
+
+
+def _matches(path: Path, entry: dict) -> bool | None:
+    """Whether ``path`` is the file ``entry`` describes by its sha256 (None: the entry records none)."""
+    recorded = entry.get("sha256")
+    if not isinstance(recorded, str):
+        return None
+    try:
+        st = path.stat()
+        return _sha256(path, st.st_size, st.st_mtime_ns) == recorded
+    except OSError:
+        return None
+
+
+def unvalidated_note(path: Path) -> str | None:
+    """One line when ``path`` sits beside an ``edgecifar.json`` that does not vouch for it: no entry (an export
+    killed after writing it, a file copied in) or a different sha256 (replaced since). None otherwise, and
+    for a folder with no manifest (model files from anywhere: nothing claims they were validated)."""
+    data = read_manifest(path.parent)
+    if data is None:
+        return None
+    entry = _entry(data, path.name)
+    if entry is None:
+        return f"{path}: no entry in the {MANIFEST} beside it: not validated by an export"
+    if _matches(path, entry) is False:
+        return f"{path}: not the file its {MANIFEST} entry validated (sha256 differs)"
+    return None
+
+
+def recorded_accuracy(path: Path) -> dict | None:
+    """The test accuracy ``path``'s manifest records from a bench run (entry ``bench``: accuracy, images, data
+    name, data fingerprint), or None. Not the ``validation`` figure: that is on held-out training images, never
+    the images bench measures on. Not for a file whose sha256 differs from its entry's.
+
+    A ``bench`` figure without a data fingerprint (``python -m edgecifar.zoo`` records the data's name only)
+    takes the fingerprint the same manifest records for data of that name (its validation or calibration data):
+    the name alone is no proof (any archive is called cifar-10-python.tar.gz), but within one manifest it
+    names one copy. Without any fingerprint the figure is not compared."""
+    data = read_manifest(path.parent)
+    entry = _entry(data, path.name)
+    bench = entry.get("bench") if entry else None
+    if not isinstance(bench, dict) or _matches(path, entry) is False:
+        return None
+    acc, images, name = bench.get("accuracy"), bench.get("images"), bench.get("data")
+    if not finite(acc) or not isinstance(images, int) or images < 1 or not isinstance(name, str):
+        return None
+    fingerprint = bench.get("data_fingerprint") or next(
+        (h.get("data_fingerprint") for h in (data.get("validation"), data.get("calibration"))
+         if isinstance(h, dict) and h.get("data") == name and h.get("data_fingerprint")), None)
+    if not fingerprint:
+        return None
+    return {**bench, "data_fingerprint": fingerprint}
+
+
+def accuracy_mismatch(row: dict, recorded: dict | None, data: str, fingerprint: str, where: str) -> str | None:
+    """The row's one error line when its accuracy, measured on the same images as ``recorded`` (same data name
+    and fingerprint, same count: bench takes the first N test images), falls outside the 95% interval of the
+    recorded figure; None when it is inside, or when the images differ (nothing to compare). ``where`` names
+    this machine's CPU features: int8 kernels differ between CPUs (onnxruntime's without VNNI saturate)."""
+    if (not recorded or row.get("status") != "ok" or not finite(row.get("accuracy"))
+            or (recorded["data"], recorded["data_fingerprint"], recorded["images"])
+            != (data, fingerprint, row.get("images"))):
+        return None
+    n, claimed = recorded["images"], recorded["accuracy"]
+    low, high = wilson_interval(round(claimed * n), n)
+    if low <= row["accuracy"] <= high:
+        return None
+    there = [f"{key} {recorded[key]}" for key in ("device", "runtime")   # only where they differ
+             if recorded.get(key, row.get(key)) != row.get(key)]
+    if isinstance(recorded.get("cpu_features"), list):
+        there.append(f"CPU features: {', '.join(map(str, recorded['cpu_features'])) or 'none'}")
+    recorded_on = f" ({'; '.join(there)})" if there else ""
+    return (f"{row['file']}: top-1 {100 * row['accuracy']:.1f}% is outside {100 * low:.1f}–{100 * high:.1f}%, "
+            f"the 95% interval of the {100 * claimed:.1f}% its {MANIFEST} records for the same {n:,} test images"
+            f"{recorded_on}; measured {where}")
+
+
+def check_recorded_accuracy(rows: list[dict], data: str, fingerprint: str, where: str) -> list[dict]:
+    """``rows`` with those whose accuracy contradicts their manifest's figure for the same images marked
+    :data:`MISMATCH`, with the line saying so as their error (figures kept: they are what ran here)."""
+    out = []
+    for row in rows:
+        problem = accuracy_mismatch(row, recorded_accuracy(Path(row["file"])), data, fingerprint, where)
+        out.append({**row, "status": MISMATCH, "error": problem} if problem else row)
+    return out
+
+
+def measured(row: dict) -> bool:
+    """Whether the row's figures were measured (``ok``, or a :data:`MISMATCH` with its manifest)."""
+    return row.get("status") in MEASURED
 
 
 def base_row(path: Path, device: str, threads: int) -> dict:
@@ -212,6 +356,7 @@ def run_bench(files: list[tuple[Path, str | None]], images: np.ndarray, labels: 
     threads = threads if getattr(device, "threaded", True) else threads[:1]
     refusal = getattr(device, "refusal", lambda path: None)
     checked = [(path, problem or refusal(path)) for path, problem in files]
+    notes = {path: unvalidated_note(path) for path, problem in checked if not problem}
     cells = [(path, problem, t) for path, problem in checked for t in threads]
     rows: dict[int, dict] = {}            # cell -> its row from round 1 (an error row if a round failed)
     medians: dict[int, list[float]] = {i: [] for i in range(len(cells))}
@@ -228,7 +373,7 @@ def run_bench(files: list[tuple[Path, str | None]], images: np.ndarray, labels: 
                     result = {"status": "error", "error": problem}
                 else:
                     result = device.run(replace(job, file=path, images=npz, threads=t, accuracy=r == 1))
-                row = merge(base_row(path, device.name, t), result)
+                row = with_note(merge(base_row(path, device.name, t), result), notes.get(path))
                 if on_row:
                     on_row(row, r)
                 if r == 1:
@@ -246,6 +391,13 @@ def run_bench(files: list[tuple[Path, str | None]], images: np.ndarray, labels: 
             ok = out[i]["status"] == "ok" and t in ref
             out[i]["vs_reference"] = vs_reference(medians[i], medians[ref[t]]) if ok else None
     return out
+
+
+def with_note(row: dict, note: str | None) -> dict:
+    """``row`` with ``note`` added to the one it may already have (a device's)."""
+    if not note:
+        return row
+    return {**row, "note": f"{row['note']}; {note}" if row.get("note") else note}
 
 
 def with_rounds(row: dict, medians: list[float], rounds: int, laps: Sequence[dict] = ()) -> dict:

@@ -7,17 +7,24 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecifar.bench.core import finite
+from edgecifar.bench.core import finite, measured
 from edgecifar.bench.pareto import pareto_front
 from edgecifar.errors import MissingDependency
 from edgecifar.fileio import atomic_path
 
 
+def require_matplotlib() -> None:
+    """Fail before any measurement when plots are asked for and matplotlib is absent (not after it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise MissingDependency("plots need matplotlib: pip install matplotlib (or 'edgecifar[train]')")
+
+
 def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise MissingDependency("plots need matplotlib: pip install matplotlib (or 'edgecifar[train]')") from None
+    require_matplotlib()
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -54,7 +61,7 @@ def pareto_plot(rows: list[dict], path: str | Path, title: str = "CIFAR-10 top-1
     """Accuracy (%) against median batch-1 latency (ms, log axis); the Pareto front drawn; points labelled
     (all of them, or past ``LABEL_ALL`` points the front only, with families told apart by colour)."""
     plt = _pyplot()
-    timed = [r for r in rows if r.get("status") == "ok" and finite(r.get("accuracy")) and finite(r.get("latency_ms"))
+    timed = [r for r in rows if measured(r) and finite(r.get("accuracy")) and finite(r.get("latency_ms"))
              and r["latency_ms"] > 0]
     ok = [r for r in timed if not at_chance(r)]
     multi = len({r.get("threads") for r in timed}) > 1

@@ -232,6 +232,10 @@ def _probe(texts: list[str], reference: Path, out: Path | None, rounds: int, md_
     specs = parse_specs(texts)  # before TensorFlow loads
     if not reference.is_file() or reference.suffix.lower() != ".tflite":
         raise EdgeCifarError(f"--reference {reference}: no such .tflite file")
+    if md_out:
+        from edgecifar.fileio import check_writable_file
+
+        check_writable_file(md_out, "--markdown")  # before the builds and rounds, not after
 
     from edgecifar import data as cifar
     from edgecifar.bench.core import run_bench

@@ -9,7 +9,7 @@ import math
 import os
 from pathlib import Path
 
-from edgecifar.bench.core import fields, finite
+from edgecifar.bench.core import fields, finite, measured
 from edgecifar.bench.pareto import pareto_front
 from edgecifar import units
 from edgecifar.fileio import portable_path, write_json, write_text
@@ -45,7 +45,8 @@ def front_indices(rows: list[dict]) -> set[int]:
 
 
 def _ok(row: dict, key: str) -> bool:
-    return row.get("status") == "ok" and finite(row.get(key))
+    """Whether the row has a measured figure ``key`` (a row that mismatches its manifest shows its figures)."""
+    return measured(row) and finite(row.get(key))
 
 
 #: The column of latency as a fraction of the reference file's (``--reference``).
@@ -80,7 +81,7 @@ def table(rows: list[dict], title: str = "edgecifar bench"):
 
     def status(i, r):
         if r.get("status") != "ok":
-            return Text("error", style="red")
+            return Text(r.get("status") if measured(r) else "error", style="red")
         return "ok *" if i in front else "ok"
 
     def ci(i, r):
@@ -197,12 +198,13 @@ def markdown(rows: list[dict], meta: dict) -> str:
             *([REF] if ref else []), "p99 ms", "img/s", "peak MiB", "status"]
     lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for i, (r, shown) in enumerate(zip(rows, display_names(rows))):
-        ok = r.get("status") == "ok"
+        ok = measured(r)
         acc = (f"{100 * r['accuracy']:.1f}% [{100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f}]"
                if ok and finite(r.get("accuracy")) else "–")
         lat = (f"{r['latency_ms']:.3f} ({r['spread_lo_ms']:.3f}–{r['spread_hi_ms']:.3f})"
                if ok and finite(r.get("latency_ms")) else "–")
-        status = ("ok" + (" *" if i in front else "")) if ok else (r.get("error") or "error").replace("|", "/")
+        status = ("ok" + (" *" if i in front else "")) if r.get("status") == "ok" else \
+            (r.get("error") or "error").replace("|", "/")
         lines.append("| " + " | ".join([
             shown, r.get("precision") or "", r.get("runtime") or "", str(r.get("threads", "")),
             _size(r.get("bytes")), _count(r.get("parameters")), _count(r.get("macs")), acc, lat,

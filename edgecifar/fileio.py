@@ -1,16 +1,45 @@
 """Atomic writes: every output goes to a temporary name in the same folder, then is renamed.
 
-A crash or an error therefore never leaves a half-written file under the final name.
+A crash or an error therefore never leaves a half-written file under the final name. A process killed
+mid-write (kill -9, power loss) leaves its temporary behind: :func:`is_temporary` tells folder scans to skip
+such files, and :func:`remove_stale_temporaries` deletes those whose writer is dead (it held a lock on them).
+Output paths are checked before any work starts (:func:`check_writable_file`, :func:`check_writable_dir`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+from edgecifar.errors import EdgeCifarError
+
+#: The name :func:`atomic_path` gives a temporary: ``.{final name}.{mkstemp's 8 random characters}{suffix}``,
+#: e.g. ``.x_int8.tflite.yc38oavx.tflite``. Its one home: the writer and the scans both read it here.
+_TEMPORARY = re.compile(r"\.(?P<final>.+)\.[a-z0-9_]{8}(?P<suffix>(?:\.[^.]+)*)")
+
+
+def _temporary_prefix(final: Path) -> str:
+    return f".{final.name}."
+
+
+def temporary_of(path: str | os.PathLike) -> str | None:
+    """The final file name a temporary of :func:`atomic_path` was to become, or None for any other name."""
+    match = _TEMPORARY.fullmatch(Path(path).name)
+    return match.group("final") if match else None
+
+
+def is_temporary(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is named as :func:`atomic_path`'s temporaries are: a file still being written, or left
+    by a killed writer; never a finished output."""
+    return temporary_of(path) is not None
 
 
 @contextlib.contextmanager
@@ -18,22 +47,76 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
     """Yield a temporary path beside ``final``; rename it to ``final`` only if the block succeeds.
 
     The temporary name keeps ``final``'s suffix (or ``suffix``) because some writers (Keras, TFLite)
-    choose the format from it.
+    choose the format from it. The temporary is locked (``flock``) while the block runs: the lock dies with
+    the process, so :func:`remove_stale_temporaries` can tell a live writer's file from a killed one's.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix if suffix is not None else final.suffix,
-                               dir=final.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    fd, tmp_path = _locked_temporary(final, suffix if suffix is not None else final.suffix)
     try:
         yield tmp_path
         if tmp_path.exists():  # mkstemp makes 0600; give the file the mode a plain open() would
             os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, final)
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        try:
+            if tmp_path.exists():
+                tmp_path.unlink()
+        finally:
+            os.close(fd)
+
+
+def _locked_temporary(final: Path, suffix: str) -> tuple[int, Path]:
+    """A new temporary beside ``final`` and an open descriptor holding its lock. A cleaner may take the lock in
+    the instant between creation and locking and delete the file: then the name no longer holds our file,
+    and we make another."""
+    while True:
+        fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(final), suffix=suffix, dir=final.parent)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if _same_file(fd, tmp):
+            return fd, Path(tmp)
+        os.close(fd)
+
+
+def _same_file(fd: int, path: str | os.PathLike) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        held, named = os.fstat(fd), os.lstat(path)
+    except OSError:
+        return False
+    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, finals: Callable[[str], bool]) -> list[Path]:
+    """Delete the temporaries in ``folder`` of the final names ``finals`` accepts whose writer is gone, and
+    return them.
+
+    A temporary is stale when nobody holds its lock: :func:`atomic_path` holds it for as long as it writes and
+    the kernel drops it when the process dies, however it dies. So a concurrent writer's temporary is never
+    touched, however long it takes (an age limit would delete a slow writer's file, or keep a fresh corpse)."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        final = temporary_of(path)
+        if final is None or not finals(final) or path.is_symlink() or not path.is_file():
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _same_file(fd, path):
+                path.unlink()
+                removed.append(path)
+        except OSError:  # locked: a writer is alive (or the file went away meanwhile)
+            continue
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _umask() -> int:
@@ -79,18 +162,78 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def check_writable_dir(path: str | os.PathLike) -> Path:
-    """Create ``path`` if needed and prove we can write in it; raise EdgeCifarError otherwise."""
-    from edgecifar.errors import EdgeCifarError
-
+def check_writable_dir(path: str | os.PathLike, flag: str | None = None) -> Path:
+    """Create ``path`` if needed and prove we can write in it; raise EdgeCifarError (naming ``flag`` when
+    given) otherwise. Called before the work whose results go there, not after it."""
     path = Path(path)
+    named = f"{flag} {path}" if flag else str(path)
+    if path.exists() and not path.is_dir():
+        raise EdgeCifarError(f"{named}: is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test."):
             pass
-    except OSError as exc:
-        raise EdgeCifarError(f"{path}: output folder is not writable ({exc.strerror or exc})") from None
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop on Python 3.11
+        raise EdgeCifarError(f"{named}: output folder is not writable ({_reason(exc)})") from None
     return path
+
+
+def check_writable_file(path: str | os.PathLike, flag: str) -> Path:
+    """Prove, before any work, that an output file can be written at ``path`` as :func:`atomic_path` writes it:
+    its folder made if needed, a temporary created there, and ``path`` no folder nor device (the atomic
+    rename would replace ``/dev/null`` itself). One EdgeCifarError line naming ``flag`` and ``path`` if not."""
+    path = Path(path)
+    named = f"{flag} {path}"
+    if path.is_dir():
+        raise EdgeCifarError(f"{named}: is a folder; give a file name")
+    if path.exists() and not path.is_file():
+        raise EdgeCifarError(f"{named}: not a regular file (a device or pipe would be replaced by the output)")
+    for parent in (path.parent, *path.parent.parents):
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise EdgeCifarError(f"{named}: cannot make its folder: {parent} is not a folder")
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".write-test."):
+            pass
+    except (OSError, RuntimeError) as exc:
+        raise EdgeCifarError(f"{named}: cannot write in {path.parent} ({_reason(exc)})") from None
+    return path
+
+
+def try_write(flag: str, path: str | os.PathLike, write: Callable[[Path], Any]) -> str | None:
+    """``write(path)`` after the work is done: None if it worked, else the one line saying which output failed
+    and why (a full disk), so the caller reports it beside what it already printed instead of a traceback."""
+    try:
+        write(Path(path))
+    except OSError as exc:
+        return f"{flag} {path}: not written ({_reason(exc)})"
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    """An OSError's reason without its file name (the message names the file itself)."""
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP or isinstance(exc, RuntimeError):
+        return "symlink loop"
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """A file's sha256 (hex), read in 1 MiB chunks: what a manifest records to name the very file it validated."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolved(path: str | os.PathLike) -> Path:
+    """``path`` resolved, or made absolute when it cannot be (a symlink loop raises, on some Pythons)."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
 
 
 def portable_path(path: str | os.PathLike) -> str:

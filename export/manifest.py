@@ -6,7 +6,6 @@ written now replace the old ones, entries for other files that still exist are k
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -15,17 +14,9 @@ from edgecifar import __version__
 from edgecifar.export.formats import Format
 from edgecifar.export.job import ExportJob
 from edgecifar.export.validate import Validation
-from edgecifar.fileio import write_json
+from edgecifar.fileio import sha256, write_json
 
 MANIFEST = "edgecifar.json"
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _quant(q) -> tuple[str, float | None, int | None]:

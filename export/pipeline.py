@@ -4,7 +4,8 @@ All input errors (format options, model, data, calibration, output folder) are r
 file is written, the format options as soon as the ExportConfig is made. After that a format that fails
 is reported and the others still go on. Each file is written under a temporary name, validated there,
 and renamed only if it loads and runs: a failed format leaves nothing behind (an older file of the same
-name stays, with its manifest entry).
+name stays, with its manifest entry). A killed export leaves its temporary: the next export into the folder
+deletes it (only once its writer is dead: see fileio.remove_stale_temporaries).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from edgecifar.export.formats import FORMATS, Format
 from edgecifar.export.job import ExportJob
 from edgecifar.export.source import Source, describe, load_model
 from edgecifar.export.validate import FAILED, Validation, keras_scores, micro_check, validate
-from edgecifar.fileio import atomic_path, check_writable_dir
+from edgecifar.fileio import atomic_path, check_writable_dir, remove_stale_temporaries
 from edgecifar.metrics import accuracy
 
 
@@ -111,12 +112,20 @@ def run(cfg: ExportConfig, say: Callable[[str], None] = lambda _: None) -> Repor
     """Export ``cfg.formats`` of ``cfg.source`` into ``cfg.out`` and return what happened."""
     out = Path(cfg.out) if cfg.out else cfg.source.run_dir / "export"
     created = not out.exists()
-    check_writable_dir(out)
+    check_writable_dir(out, "--out" if cfg.out else None)
+    for stale in remove_stale_temporaries(out, is_export_output):
+        say(f"removed {stale.name}: a temporary left by an export that was killed")
     try:
         return _run(cfg, out, say)
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # an error before the first file: leave no trace, not even the folder
+
+
+def is_export_output(name: str) -> bool:
+    """Whether an export may write a file called ``name``: a format's ``{model}_{precision}{suffix}`` or the
+    manifest. Only these files' temporaries are an export's to clean up in a folder it shares with others."""
+    return name == manifest.MANIFEST or any(name.endswith(f"_{f.precision}{f.suffix}") for f in FORMATS)
 
 
 def _run(cfg: ExportConfig, out: Path, say: Callable[[str], None]) -> Report:

@@ -4,8 +4,11 @@ settings that ran, counts have their plurals, and the JSON says which CPU and ru
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
+import subprocess
 from importlib import metadata
 from pathlib import Path
 
@@ -120,3 +123,81 @@ def test_json_and_csv_name_a_file_under_home_by_its_tilde_path_not_one_machines_
     doc = json.loads(out.read_text())
     assert [r["file"] for r in doc["rows"]] == ["~/runs/m_int8.tflite"]
     assert "~/runs/m_int8.tflite" in csv_out.read_text() and str(home) not in csv_out.read_text()
+
+
+# --------------------------------------------------------------------------- outputs checked before the work
+
+#: A shipped int8 file: benched in well under a second, with no model to train first.
+SMALL = "edge_nano_kd160_int8.tflite"
+
+
+def small_model() -> Path:
+    path = zoo.ZOO_DIR / SMALL
+    if not path.exists():
+        pytest.skip(f"{SMALL} is not shipped")
+    return path
+
+
+def unwritable(case: str, tmp_path: Path, name: str) -> Path:
+    """An output path no one can write, root included (chmod does not stop root)."""
+    if case == "parent is a file":
+        (tmp_path / "a-file").write_text("")
+        return tmp_path / "a-file" / name
+    if case == "a pipe":
+        os.mkfifo(tmp_path / name)   # the atomic rename would replace it, as it would /dev/null
+        return tmp_path / name
+    return Path("/proc/self") / name
+
+
+OUTPUTS = [("--json", "r.json"), ("--csv", "r.csv"), ("--markdown", "r.md"), ("--plot", "r.png"),
+           ("--confusion", "confusion")]
+#: Every output and every case, but a pipe for --confusion: click refuses a non-folder there already.
+UNWRITABLE = [(flag, name, case) for flag, name in OUTPUTS
+              for case in ("parent is a file", "a pipe", "under /proc/self")
+              if not (case == "a pipe" and flag == "--confusion")]
+
+
+@pytest.mark.parametrize("flag, name, case", UNWRITABLE)
+def test_an_unwritable_output_stops_bench_before_anything_is_measured(flag, name, case, synthetic_archive, tmp_path):
+    out = unwritable(case, tmp_path, name)
+    result = bench(str(small_model()), *QUICK, flag, str(out), data=synthetic_archive)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {flag} {out}: ") and result.stderr.count("\n") == 1, result.stderr
+    assert result.stdout == "" and "Traceback" not in result.output   # no worker started, no table
+
+
+def full_tmpfs(folder: Path) -> Path:
+    """A 64 KiB tmpfs at ``folder``, filled: files can be created there, not written (ENOSPC)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        with open(folder / "filler", "wb") as fh:
+            while True:
+                fh.write(b"\0" * 4096)
+                fh.flush()
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    return folder
+
+
+def test_a_full_disk_after_the_measurement_is_one_line_per_file_and_exit_1_after_the_table(synthetic_archive,
+                                                                                          tmp_path):
+    full = full_tmpfs(tmp_path / "full")
+    try:
+        md = tmp_path / "r.md"
+        result = bench(str(small_model()), *QUICK, "--json", str(full / "r.json"), "--csv", str(full / "r.csv"),
+                       "--markdown", str(md), data=synthetic_archive)
+        left = sorted(p.name for p in full.iterdir())
+    finally:
+        subprocess.run(["umount", str(full)], check=True)
+    assert result.exit_code == 1, result.output
+    assert SMALL in result.stdout and "lat ms = median of" in result.stdout          # the table reached the screen
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: --json {full / 'r.json'}: not written (No space left on device)",
+                      f"error: --csv {full / 'r.csv'}: not written (No space left on device)"]
+    assert "Traceback" not in result.output and left == ["filler"]                    # nothing half-written
+    assert md.read_text().startswith("40 test images") and f"wrote {md}" in result.stderr   # the others still written

@@ -204,3 +204,28 @@ def test_export_strict_exits_1_when_a_format_drops_more_than_the_threshold(flatt
     assert len(errors) == 1 and errors[0].startswith("error: TFLite int8 (baseline_int8.tflite) is ")
     assert errors[0].endswith("points less accurate than Keras, more than --threshold 5 (--strict)")
     assert (tmp_path / "strict" / "baseline_int8.tflite").exists() and (tmp_path / "strict" / "baseline_fp32.tflite").exists()
+
+
+# --------------------------------------------------------------------------- outputs checked before the work
+
+def test_agreement_and_probe_refuse_an_unwritable_output_before_any_device_or_model_work(tmp_path):
+    from click.testing import CliRunner
+
+    from edgecifar.bench.agreement import agreement_command
+    from edgecifar.bench.probe import probe_command
+    from edgecifar.zoo import ZOO_DIR
+
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "r.json"
+    # No data and an ssh device nobody listens on: either would be the error if the output were checked later.
+    result = CliRunner().invoke(agreement_command, ["--device", "ssh://nobody@127.0.0.1:9", "--data",
+                                                    str(tmp_path / "no-data"), "--json", str(out)])
+    assert (result.exit_code, result.stderr) == (2, f"error: --json {out}: cannot make its folder: "
+                                                    f"{tmp_path / 'a-file'} is not a folder\n")
+    reference = next(ZOO_DIR.glob("*.tflite"), None)
+    if reference is None:
+        pytest.skip("no .tflite file shipped to time against")
+    result = CliRunner().invoke(probe_command, ["edge_nano", "--reference", str(reference), "--data",
+                                                str(tmp_path / "no-data"), "--markdown", str(out)])
+    assert (result.exit_code, result.stderr) == (2, f"error: --markdown {out}: cannot make its folder: "
+                                                    f"{tmp_path / 'a-file'} is not a folder\n")
