@@ -2,7 +2,8 @@
 
 A crash or an error therefore never leaves a half-written file under the final name. A process killed
 mid-write (kill -9, power loss) leaves its temporary behind: :func:`is_temporary` tells folder scans to skip
-such files, and :func:`remove_stale_temporaries` deletes those whose writer is dead (it held a lock on them).
+such files, and :func:`remove_stale_temporaries` deletes them once no writer is alive in their folder (writers
+hold a lock on it).
 Output paths are checked before any work starts (:func:`check_writable_file`, :func:`check_writable_dir`).
 """
 
@@ -47,75 +48,75 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
     """Yield a temporary path beside ``final``; rename it to ``final`` only if the block succeeds.
 
     The temporary name keeps ``final``'s suffix (or ``suffix``) because some writers (Keras, TFLite)
-    choose the format from it. The temporary is locked (``flock``) while the block runs: the lock dies with
-    the process, so :func:`remove_stale_temporaries` can tell a live writer's file from a killed one's.
+    choose the format from it. While the block runs, the writer holds a shared lock (``flock``) on the
+    *folder*: the lock dies with the process, so :func:`remove_stale_temporaries` knows that temporaries found
+    while nobody holds it belong to dead writers. The folder is locked, not the temporary, because writers
+    lock their own files (HDF5 flocks the .h5 it creates, and refused to open one we held locked).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_path = _locked_temporary(final, suffix if suffix is not None else final.suffix)
-    try:
-        yield tmp_path
-        if tmp_path.exists():  # mkstemp makes 0600; give the file the mode a plain open() would
-            os.chmod(tmp_path, 0o666 & ~_umask())
-        os.replace(tmp_path, final)
-    finally:
+    with _folder_lock(final.parent, fcntl.LOCK_SH):
+        fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(final),
+                                   suffix=suffix if suffix is not None else final.suffix, dir=final.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         try:
+            yield tmp_path
+            if tmp_path.exists():  # mkstemp makes 0600; give the file the mode a plain open() would
+                os.chmod(tmp_path, 0o666 & ~_umask())
+            os.replace(tmp_path, final)
+        finally:
             if tmp_path.exists():
                 tmp_path.unlink()
-        finally:
-            os.close(fd)
 
 
-def _locked_temporary(final: Path, suffix: str) -> tuple[int, Path]:
-    """A new temporary beside ``final`` and an open descriptor holding its lock. A cleaner may take the lock in
-    the instant between creation and locking and delete the file: then the name no longer holds our file,
-    and we make another."""
-    while True:
-        fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(final), suffix=suffix, dir=final.parent)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        if _same_file(fd, tmp):
-            return fd, Path(tmp)
+@contextlib.contextmanager
+def _folder_lock(folder: Path, operation: int) -> Iterator[bool]:
+    """Hold ``flock(operation)`` on ``folder`` for the block; yields whether it is held. A filesystem that cannot
+    lock folders (some network mounts) yields False for a non-blocking request and lets a writer go on unlocked."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, operation)
+            held = True
+        except OSError:
+            held = False
+        yield held
+    finally:
         os.close(fd)
 
 
-def _same_file(fd: int, path: str | os.PathLike) -> bool:
-    """Whether ``path`` still names the file open as ``fd``."""
-    try:
-        held, named = os.fstat(fd), os.lstat(path)
-    except OSError:
-        return False
-    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
-
-
 def remove_stale_temporaries(folder: str | os.PathLike, finals: Callable[[str], bool]) -> list[Path]:
-    """Delete the temporaries in ``folder`` of the final names ``finals`` accepts whose writer is gone, and
-    return them.
+    """Delete the temporaries in ``folder`` of the final names ``finals`` accepts, when no writer is alive in
+    ``folder``, and return them.
 
-    A temporary is stale when nobody holds its lock: :func:`atomic_path` holds it for as long as it writes and
-    the kernel drops it when the process dies, however it dies. So a concurrent writer's temporary is never
-    touched, however long it takes (an age limit would delete a slow writer's file, or keep a fresh corpse)."""
-    removed = []
-    try:
-        entries = list(Path(folder).iterdir())
-    except OSError:
-        return removed
-    for path in entries:
-        final = temporary_of(path)
-        if final is None or not finals(final) or path.is_symlink() or not path.is_file():
-            continue
+    Every :func:`atomic_path` holds a shared lock on its folder while it writes, and the kernel drops it when the
+    process dies, however it dies. Taking the lock exclusively proves that no writer is inside: every temporary
+    there is a dead writer's. While another writer is alive nothing is removed (the next call will), so a
+    concurrent export's file is never touched, however long it takes (an age limit would delete a slow writer's
+    file, or keep a fresh corpse)."""
+    removed: list[Path] = []
+    folder = Path(folder)
+    with _folder_lock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB) as alone:
+        if not alone:
+            return removed
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            entries = list(folder.iterdir())
         except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if _same_file(fd, path):
+            return removed
+        for path in entries:
+            final = temporary_of(path)
+            if final is None or not finals(final) or path.is_symlink() or not path.is_file():
+                continue
+            try:
                 path.unlink()
-                removed.append(path)
-        except OSError:  # locked: a writer is alive (or the file went away meanwhile)
-            continue
-        finally:
-            os.close(fd)
+            except OSError:
+                continue
+            removed.append(path)
     return removed
 
 

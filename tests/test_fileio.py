@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgecifar.errors import EdgeCifarError
@@ -106,20 +107,30 @@ def start_writer(final: Path) -> tuple[subprocess.Popen, Path]:
     return proc, Path(proc.stdout.readline().strip())
 
 
-def test_a_killed_writers_temporary_is_removed_and_a_live_writers_is_kept(tmp_path):
+def test_a_killed_writers_temporary_is_removed_once_no_writer_is_alive_and_a_live_writers_is_kept(tmp_path):
     dead, dead_tmp = start_writer(tmp_path / "a_int8.tflite")
     dead.kill()                                                       # SIGKILL: no cleanup ran
     dead.wait(timeout=30)
     live, live_tmp = start_writer(tmp_path / "b_int8.tflite")
     try:
         assert dead_tmp.exists() and live_tmp.exists()
-        assert remove_stale_temporaries(tmp_path, lambda final: final.endswith(".tflite")) == [dead_tmp]
-        assert not dead_tmp.exists() and live_tmp.exists()
+        assert remove_stale_temporaries(tmp_path, lambda final: final.endswith(".tflite")) == []
+        assert dead_tmp.exists() and live_tmp.exists()                # a writer is alive: nothing is touched
         live.communicate("\n", timeout=30)
     finally:
         live.kill()
     assert live.returncode == 0 and (tmp_path / "b_int8.tflite").read_bytes() == b"done"
+    assert remove_stale_temporaries(tmp_path, lambda final: final.endswith(".tflite")) == [dead_tmp]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b_int8.tflite"]
+
+
+def test_a_writer_that_locks_its_own_file_writes_through_an_atomic_path(tmp_path):
+    h5py = pytest.importorskip("h5py")                                # Keras' .h5 weights: HDF5 flocks the file
+    with atomic_path(tmp_path / "best.weights.h5", suffix=".weights.h5") as tmp:
+        with h5py.File(tmp, "w") as f:
+            f["w"] = np.arange(3)
+    with h5py.File(tmp_path / "best.weights.h5", "r") as f:
+        assert f["w"][:].tolist() == [0, 1, 2]
 
 
 def test_only_the_temporaries_of_the_names_asked_for_are_removed(tmp_path):
