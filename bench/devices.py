@@ -6,7 +6,8 @@ raises for a bad file or an unreachable device: the bench keeps going with the o
 
 - ``cpu``: ``python -m edgecifar.bench.worker`` in a fresh local process per job.
 - ``ssh://user@host[:port]``: the model file and the test images (a .npz) are copied with scp into a
-  temporary folder on the board, the same worker runs there with ``--remote-python`` (the board needs
+  temporary folder on the board, under names edgecifar makes (:func:`remote_name`: no shell on the board
+  ever reads a user's file name), the same worker runs there with ``--remote-python`` (the board needs
   only the base install: ``pip install edgecifar``, no TensorFlow), and its JSON line comes back.
 - ``android[:SERIAL]``: the file and TensorFlow Lite's ``benchmark_model`` binary are pushed with adb,
   the binary runs there, and its timing and memory lines are parsed (:func:`parse_benchmark_model`).
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar
 
-from edgecifar.bench.worker import PREFIX
+from edgecifar.bench.worker import PREFIX, precision_from_name
 from edgecifar.errors import EdgeCifarError
 
 
@@ -56,9 +57,10 @@ class Job:
     accuracy: bool = True   # False: timing only (a later round; accuracy is deterministic, round 1 has it)
 
     def worker_args(self, file: str, images: str) -> list[str]:
-        return [file, "--images", images, "--threads", str(self.threads), "--runs", str(self.runs),
+        """The worker's arguments; the file last, after "--", so a file named "-h.tflite" is not an option."""
+        return ["--images", images, "--threads", str(self.threads), "--runs", str(self.runs),
                 "--warmup", str(self.warmup), "--blocks", str(self.blocks), "--batch", str(self.batch),
-                "--runtime", self.runtime, *([] if self.accuracy else ["--no-accuracy"])]
+                "--runtime", self.runtime, *([] if self.accuracy else ["--no-accuracy"]), "--", file]
 
 
 def error(message: str, **extra) -> dict:
@@ -266,7 +268,40 @@ def run_module(python: str, module: str, args: list[str], timeout: float) -> dic
 
 # --------------------------------------------------------------------------- a Linux board over ssh
 
-_SSH_RE = re.compile(r"^ssh://(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]]+\]|[^:/@]+)(?::(?P<port>\d+))?/?$")
+# No user or host starts with "-" (ssh would read it as an option) or holds a space or control character.
+_SSH_RE = re.compile(r"^ssh://(?:(?P<user>[^@/:\s-][^@/:\s]*)@)?(?P<host>\[[^\]\s]+\]|[^:/@\s-][^:/@\s]*)"
+                     r"(?::(?P<port>\d+))?/?$")
+#: What ``mktemp -d`` on a board may answer: anything else is not used as a folder name in a remote command.
+_REMOTE_DIR_RE = re.compile(r"/[A-Za-z0-9._/-]+")
+#: The suffixes a copy on a board or phone keeps (runtimes choose by suffix; .npz holds the test images).
+REMOTE_SUFFIXES = frozenset({*Device.suffixes, ".npz"})
+
+
+def remote_name(local: Path, index: int) -> str:
+    """The name a copy of ``local`` gets on a board or phone: ``<tag>-<index><suffix>``, made here.
+
+    Why: the remote side never sees a name the user (or an archive) chose, so no shell, scp or adb there
+    can read a command, an option or a redirection in it (issue 24: ``$(touch PWNED).tflite`` ran on the
+    board). Only a suffix from :data:`REMOTE_SUFFIXES` survives, lowercased; the tag (from the local path)
+    tells copies apart to a person looking at the board.
+    """
+    tag = hashlib.sha1(os.fsencode(Path(local).resolve())).hexdigest()[:8]
+    suffix = Path(local).suffix.lower()
+    return f"{tag}-{index}{suffix if suffix in REMOTE_SUFFIXES else ''}"
+
+
+def local_argument(local: Path) -> str:
+    """``local`` for scp's or adb's command line: absolute, so a name starting with "-" is not an option and
+    ``a:b.tflite`` is not scp's ``host:path``."""
+    return str(Path(local).resolve())
+
+
+def name_local_files(result: dict, copies: dict[str, Path]) -> dict:
+    """A remote result whose error names the user's files, not their copies on the device."""
+    if result.get("error"):
+        for remote, local in copies.items():
+            result["error"] = result["error"].replace(remote, str(local))
+    return result
 
 
 @register
@@ -293,6 +328,7 @@ class SSHDevice(Device):
     _remote_dir: str | None = field(default=None, repr=False)
     _copied: dict = field(default_factory=dict, repr=False)
     _failed: str | None = field(default=None, repr=False)
+    _legacy: bool = field(default=False, repr=False)   # the board has no SFTP server: scp -O
 
     @classmethod
     def parse(cls, url: str, **kwargs) -> "SSHDevice":
@@ -323,16 +359,19 @@ class SSHDevice(Device):
         return opts
 
     def _ssh(self, command: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
-        cmd = ["ssh", *self._options(), "-p", str(self.port), self.target, command]
+        cmd = ["ssh", *self._options(), "-p", str(self.port), "--", self.target, command]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
     def _scp(self, local: Path, remote: str, timeout: float = 300.0) -> None:
-        """Copy with scp; boards without an SFTP server (which new scp uses) get the legacy protocol (-O)."""
+        """Copy with scp; boards without an SFTP server (which new scp uses) get the legacy protocol (-O),
+        where the board's shell reads ``remote``: it is always a name :func:`remote_name` made."""
         first = None
-        for legacy in ([], ["-O"]):
-            cmd = ["scp", "-q", *legacy, *self._options(), "-P", str(self.port), str(local), f"{self.target}:{remote}"]
+        for legacy in ([["-O"]] if self._legacy else [[], ["-O"]]):   # once SFTP failed, the next copies skip it
+            cmd = ["scp", "-q", *legacy, *self._options(), "-P", str(self.port), "--", local_argument(local),
+                   f"{self.target}:{remote}"]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
             if proc.returncode == 0:
+                self._legacy = bool(legacy)
                 return
             first = first or _last_line(proc.stderr, proc.returncode)
         raise EdgeCifarError(f"scp {local.name} to {self.name} failed: {first}")
@@ -350,19 +389,18 @@ class SSHDevice(Device):
                 self._failed = f"{self.name}: no answer within {self.connect_timeout + 30} s"
                 raise EdgeCifarError(self._failed) from None
             folder = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
-            if proc.returncode != 0 or not folder.startswith("/"):
+            if proc.returncode != 0 or not _REMOTE_DIR_RE.fullmatch(folder):
                 self._failed = f"{self.name} unreachable: {_last_line(proc.stderr, proc.returncode)}"
                 raise EdgeCifarError(self._failed)
             self._remote_dir = folder
         return self._remote_dir
 
     def _copy(self, local: Path) -> str:
-        """Copy ``local`` once into the remote folder; return its remote path."""
-        key = str(Path(local).resolve())
+        """Copy ``local`` once into the remote folder, under a name made here; return its remote path."""
+        key = Path(local).resolve()
         if key not in self._copied:
-            tag = hashlib.sha1(key.encode()).hexdigest()[:8]
-            remote = f"{self._prepare()}/{tag}-{Path(local).name}"
-            self._scp(Path(local), remote)
+            remote = f"{self._prepare()}/{remote_name(key, len(self._copied))}"
+            self._scp(key, remote)
             self._copied[key] = remote
         return self._copied[key]
 
@@ -379,7 +417,10 @@ class SSHDevice(Device):
             return error(f"{self.name}: worker timed out after {job.timeout:.0f} s")
         if proc.returncode == 255:  # ssh's own failure, not the worker's
             return error(f"{self.name}: {_last_line(proc.stderr, proc.returncode)}")
-        result = parse_worker_output(proc.stdout, proc.stderr, proc.returncode)
+        result = name_local_files(parse_worker_output(proc.stdout, proc.stderr, proc.returncode),
+                                  {model: job.file, images: job.images})
+        if result.get("precision_guess"):  # the board saw only edgecifar's name for the file: the user's says more
+            result["precision_guess"] = precision_from_name(job.file) or result["precision_guess"]
         if result.get("status") != "ok" and re.search(r"No module named '?edgecifar", proc.stderr or ""):
             result["error"] = (f"{self.name}: edgecifar is not installed for {self.remote_python} "
                                "(pip install edgecifar on the board, or pass --remote-python)")
@@ -502,6 +543,7 @@ class AndroidDevice(Device):
     adb: str = "adb"
     _ready: bool = field(default=False, repr=False)
     _failed: str | None = field(default=None, repr=False)
+    _pushed: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def parse(cls, spec: str, **kwargs) -> "AndroidDevice":
@@ -538,7 +580,7 @@ class AndroidDevice(Device):
                 raise EdgeCifarError("pass --benchmark-binary PATH: TensorFlow Lite's benchmark_model built "
                                      "for the phone (e.g. android_aarch64_benchmark_model)")
             self._checked("shell", f"mkdir -p {shlex.quote(self.remote_dir)}", timeout=60)
-            self._checked("push", str(self.benchmark_binary), f"{self.remote_dir}/benchmark_model")
+            self._checked("push", local_argument(Path(self.benchmark_binary)), f"{self.remote_dir}/benchmark_model")
             self._checked("shell", f"chmod +x {shlex.quote(self.remote_dir)}/benchmark_model", timeout=60)
         except EdgeCifarError as exc:
             self._failed = str(exc)
@@ -553,8 +595,7 @@ class AndroidDevice(Device):
             return error(f"{self.name}: benchmark_model runs .tflite files only")
         try:
             self._prepare()
-            remote = f"{self.remote_dir}/{job.file.name}"
-            self._checked("push", str(job.file), remote)
+            remote = self._push(job.file)
             cmd = (f"{shlex.quote(self.remote_dir)}/benchmark_model --graph={shlex.quote(remote)} "
                    f"--num_threads={job.threads} --num_runs={job.runs} --warmup_runs={job.warmup}")
             proc = self._adb("shell", cmd, timeout=job.timeout)
@@ -562,9 +603,20 @@ class AndroidDevice(Device):
             return error(str(exc))
         except subprocess.TimeoutExpired:
             return error(f"{self.name}: benchmark_model timed out after {job.timeout:.0f} s")
-        row = benchmark_model_row(parse_benchmark_model(proc.stdout + "\n" + proc.stderr))
+        row = name_local_files(benchmark_model_row(parse_benchmark_model(proc.stdout + "\n" + proc.stderr)),
+                               {remote: job.file})
         row.setdefault("threads", job.threads)
         return row
+
+    def _push(self, local: Path) -> str:
+        """Push ``local`` once, under a name made here (adb shell joins its arguments into one command line
+        for the phone's shell); return its path on the phone."""
+        key = Path(local).resolve()
+        if key not in self._pushed:
+            remote = f"{self.remote_dir}/{remote_name(key, len(self._pushed))}"
+            self._checked("push", local_argument(key), remote)
+            self._pushed[key] = remote
+        return self._pushed[key]
 
     def close(self) -> None:
         if self._ready:
@@ -572,6 +624,8 @@ class AndroidDevice(Device):
                 self._adb("shell", f"rm -rf {shlex.quote(self.remote_dir)}", timeout=60)
             except (subprocess.SubprocessError, OSError):
                 pass
+            self._ready = False
+            self._pushed.clear()
 
 
 # --------------------------------------------------------------------------- a microcontroller
@@ -594,27 +648,53 @@ class MCUDevice(Device):
         if not micro.installed():
             raise EdgeCifarError(f"--device mcu needs TFLite Micro ({micro.INSTALL})")
         self.python = python or sys.executable
+        self._lacking: dict[tuple, list[str]] = {}
 
     def refusal(self, path: Path) -> str | None:
-        """Full-integer .tflite only, read from the file itself (any TFLite file, no manifest needed)."""
+        """Every reason a microcontroller cannot run ``path``, in one line read from the file (no manifest
+        needed): not a .tflite file; not full-integer (where it computes in float); ops TFLite Micro lacks, as
+        its own interpreter names them; a batch that grows at run time (test-time augmentation).
+
+        A default ``bench --device mcu`` skips such files in one line; a file the check cannot judge (corrupt,
+        or one TFLite Micro crashes on) is left to its run, which says what is wrong in its row.
+        """
         from edgecifar import tflite_graph
 
         problem = super().refusal(path)
         if problem or not path.is_file():
             return problem
         try:
-            full_integer = tflite_graph.read(path).full_integer
+            graph = tflite_graph.read(path)
         except EdgeCifarError:
-            return None  # the run says what is wrong with the file, in its row
-        return None if full_integer else f"{path}: not a full-integer file (a microcontroller runs int8 files)"
+            return None
+        lacking = self.lacking(path) if graph.full_integer else []   # the check stops at a float op
+        reasons = [text for found, text in (
+            (not graph.full_integer, f"not full-integer: {graph.float_part()}"),
+            (bool(lacking), f"uses {' and '.join(lacking)}, which TensorFlow Lite Micro lacks"),
+            (graph.batch_grows, "stacks test-time-augmentation views in its batch at run time, where TensorFlow "
+                                "Lite Micro keeps the stored batch of 1"),
+        ) if found]
+        return f"{path}: {', and '.join(reasons)}" if reasons else None   # no ";": a list of reasons can use it
+
+    def lacking(self, path: Path) -> list[str]:
+        """The ops of ``path`` TFLite Micro has no kernel for, as its own interpreter says (the check, in a
+        process of its own: a hostile file can crash it), asked once per file and version of it."""
+        try:
+            info = path.stat()
+        except OSError:
+            return []   # gone since it was listed: its run says so
+        key = (path.resolve(), info.st_size, info.st_mtime_ns)
+        if key not in self._lacking:
+            self._lacking[key] = list((self.check(path).get("figures") or {}).get("unsupported_ops") or [])
+        return self._lacking[key]
 
     def run(self, job: Job) -> dict:
-        result = run_module(self.python, self.module, [str(job.file), "--images", str(job.images)], job.timeout)
-        return self._crash_named(result, job.file)
+        args = ["--images", str(job.images), "--", str(job.file)]   # "--": a file named "-h.tflite" is a file
+        return self._crash_named(run_module(self.python, self.module, args, job.timeout), job.file)
 
     def check(self, path: Path, timeout: float = 300.0) -> dict:
         """Ops, smallest arena and fit of one file, without images (the export's check), in its own process."""
-        return self._crash_named(run_module(self.python, self.module, [str(path)], timeout), path)
+        return self._crash_named(run_module(self.python, self.module, ["--", str(path)], timeout), path)
 
     @staticmethod
     def _crash_named(result: dict, path: Path) -> dict:

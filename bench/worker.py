@@ -103,13 +103,22 @@ def peak_rss_mb() -> float:
     return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
 
 
-def guess_precision(model, path: Path) -> str:
-    """fp32 / fp16 / dynamic / int8 from the file name, else from the file's tensor types."""
-    name = path.stem.lower()
+def precision_from_name(path: Path) -> str | None:
+    """fp32 / fp16 / dynamic / int8 when the file name says it (``x_int8.tflite``), else None. A board gets
+    a copy under a name edgecifar makes (``devices.remote_name``), so the bench asks this of the user's name."""
+    name = Path(path).stem.lower()
     for token, precision in (("int8", "int8"), ("uint8", "int8"), ("fp16", "fp16"), ("float16", "fp16"),
                              ("dynamic", "dynamic"), ("drq", "dynamic"), ("fp32", "fp32"), ("float32", "fp32")):
         if token in name.replace("-", "_").split("_") or name.endswith(token):
             return precision
+    return None
+
+
+def guess_precision(model, path: Path) -> str:
+    """fp32 / fp16 / dynamic / int8 from the file name, else from the file's tensor types."""
+    named = precision_from_name(path)
+    if named:
+        return named
     interpreter = getattr(model, "interpreter", None)
     if interpreter is not None:
         if np.dtype(model.input_dtype).kind in "iu":

@@ -6,7 +6,8 @@ install); never runs the model and never imports TensorFlow.
 
 - ``ops``: builtin op names (``CONV_2D``, ``GELU``...) per operator, custom ops as ``CUSTOM:name``.
 - ``full_integer``: every op except QUANTIZE/DEQUANTIZE takes integer tensors (what a microcontroller
-  runs); fp16 and dynamic-range files compute in float and are not.
+  runs); fp16 and dynamic-range files compute in float and are not; ``float_part`` says where a file does
+  (every op, its stem, its head).
 - ``macs``: multiply-accumulates of one invocation, summed over CONV_2D, DEPTHWISE_CONV_2D and
   FULLY_CONNECTED from their filter and output shapes (the rest is negligible), the same count as
   :func:`edgecifar.models.stats.count_macs` on the Keras model.
@@ -23,6 +24,9 @@ from edgecifar.errors import ModelError
 
 #: Ops that convert between float and integer at the edges of a full-integer graph.
 _EDGE_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
+_FLOAT_TYPES = frozenset({"FLOAT32", "FLOAT16", "FLOAT64"})
+#: Tensor types of shape arithmetic (SHAPE -> STRIDED_SLICE -> PACK in a float file): neither float nor int8 work.
+_SHAPE_TYPES = frozenset({"INT32", "INT64", "BOOL"})
 _MAC_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"})
 
 
@@ -36,6 +40,7 @@ class Operator:
     index: int
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
+    axis: int | None = None  # CONCATENATION's axis (the one option read: see Graph.batch_grows)
 
 
 @dataclass(frozen=True)
@@ -51,15 +56,59 @@ class Graph:
         """Op name -> how many operators use it, in order of first use."""
         return Counter(op.name for op in self.operators)
 
+    def _float_inputs(self, op: Operator) -> list[str]:
+        types = self.tensor_types[op.subgraph]
+        return [types[i] for i in op.inputs if i >= 0 and types[i] in _FLOAT_TYPES]
+
+    def _shape_only(self, op: Operator) -> bool:
+        types = self.tensor_types[op.subgraph]
+        return all(types[i] in _SHAPE_TYPES for i in op.inputs if i >= 0)
+
+    @property
+    def float_ops(self) -> tuple[Operator, ...]:
+        """The operators, besides QUANTIZE/DEQUANTIZE, that take a float tensor: they compute in float."""
+        return tuple(op for op in self.operators if op.name not in _EDGE_OPS and self._float_inputs(op))
+
     @property
     def full_integer(self) -> bool:
+        return bool(self.operators) and not self.float_ops
+
+    def float_part(self) -> str | None:
+        """Where the file computes in float, in words that name its kind (None when full-integer).
+
+        Why: "not full-integer" alone left a user of ``mnv2_ft128_int8.tflite`` (int8 input and output, its first
+        ops in float32, as ``export --int8-float-ops`` keeps them) to guess. No per-file counts, so that files
+        with the same fault read the same.
+        """
+        if not self.operators:
+            return "it has no operators"
+        floats = self.float_ops
+        if not floats:
+            return None
+        kinds = "/".join(sorted({t.lower() for op in floats for t in self._float_inputs(op)}))
+        computing = [op for op in self.operators if op.name not in _EDGE_OPS and not self._shape_only(op)]
+        n = len(floats)
+        shapes = (  # first match: float throughout, then a float stem, then a float head
+            (n == len(computing), f"every op computes in {kinds}, as in a float, fp16 or dynamic-range file"),
+            (tuple(computing[:n]) == floats, f"its stem computes in {kinds}, as export --int8-float-ops keeps it"),
+            (tuple(computing[-n:]) == floats, f"its head computes in {kinds}"),
+        )
+        return next((text for matches, text in shapes if matches),
+                    f"{n} of its {len(computing)} ops compute in {kinds}, the first {floats[0].name}")
+
+    @property
+    def batch_grows(self) -> bool:
+        """Whether the batch grows at run time: a CONCATENATION along axis 0 whose stored output holds fewer
+        items than its inputs, as a test-time-augmentation file stacks its views (export --tta; the stored
+        shapes say batch 1). A runtime with fixed shapes (TFLite Micro) cannot run it."""
         for op in self.operators:
-            if op.name in _EDGE_OPS:
-                continue
-            types = self.tensor_types[op.subgraph]
-            if any(types[i] in ("FLOAT32", "FLOAT16", "FLOAT64") for i in op.inputs if i >= 0):
-                return False
-        return bool(self.operators)
+            shapes = self.tensor_shapes[op.subgraph]
+            ins = [shapes[i] for i in op.inputs if i >= 0]
+            out = shapes[op.outputs[0]] if op.outputs else ()
+            if op.name == "CONCATENATION" and out and op.axis in (0, -len(out)) and all(ins):
+                if sum(shape[0] for shape in ins) > out[0]:
+                    return True
+        return False
 
     @property
     def macs(self) -> int:
@@ -108,7 +157,18 @@ def read(source: str | Path | bytes) -> Graph:
         raise ModelError(f"{name}: corrupt TFLite flatbuffer ({type(exc).__name__}: {exc})") from None
 
 
+def _concat_axis(op, schema) -> int | None:
+    """A CONCATENATION's axis from its builtin options (None for any other op)."""
+    if op.BuiltinOptionsType() != schema.BuiltinOptions.ConcatenationOptions:
+        return None
+    table, options = op.BuiltinOptions(), schema.ConcatenationOptions()
+    options.Init(table.Bytes, table.Pos)
+    return int(options.Axis())
+
+
 def _parse(model) -> Graph:
+    from ai_edge_litert import schema_py_generated as schema
+
     builtin, types = _builtin_names(), _type_names()
     codes = []
     for i in range(model.OperatorCodesLength()):
@@ -131,7 +191,7 @@ def _parse(model) -> Graph:
             name, code = codes[op.OpcodeIndex()]
             ins = tuple(int(i) for i in op.InputsAsNumpy()) if op.InputsLength() else ()
             outs = tuple(int(i) for i in op.OutputsAsNumpy()) if op.OutputsLength() else ()
-            operators.append(Operator(name, code, s, o, ins, outs))
+            operators.append(Operator(name, code, s, o, ins, outs, _concat_axis(op, schema)))
     return Graph(tuple(operators), tuple(tensor_types), tuple(tensor_shapes))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -219,7 +220,8 @@ def test_android_device_pushes_the_file_and_binary_and_parses_the_run(fake_adb, 
     calls = fake_adb.read_text().splitlines()
     assert all(c.startswith("-s emulator-5554 ") for c in calls)
     assert any(c.endswith(f"push {binary} /data/local/tmp/edgecifar/benchmark_model") for c in calls)
-    assert any(f"push {model} /data/local/tmp/edgecifar/m_int8.tflite" in c for c in calls)
+    (push,) = [c for c in calls if f"push {model} " in c]   # once, under a name made here, not the user's
+    assert re.fullmatch(r".* /data/local/tmp/edgecifar/[0-9a-f]{8}-0\.tflite", push) and "m_int8" not in push.split()[-1]
     run = next(c for c in calls if "--graph=" in c)
     assert "--num_threads=2" in run and "--num_runs=30" in run and "--warmup_runs=3" in run
     assert row["status"] == "ok" and row["latency"]["median_ms"] == pytest.approx(2.781)
