@@ -69,13 +69,13 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, rounds, refe
     files = core.expand(paths) if paths else core.expand(core.default_paths(runs_root()))
     dev = open_device(device, **device_options)  # each device takes its own options (devices.DEVICES)
     thread_list = thread_list if dev.threaded else thread_list[:1]
-    if not paths:  # by default, only what this device runs: the others are named in one line
-        refused = [p for p, problem in files if not problem and dev.refusal(p)]
+    if not paths:  # by default, only what this device runs: the others are named in one line, by reason
+        refused = {p: why.removeprefix(f"{p}: ") for p, problem in files if not problem and (why := dev.refusal(p))}
         files = [(p, problem) for p, problem in files if p not in refused]
         if refused:
-            click.echo(f"bench: skipped {plural(len(refused), 'file')} {dev.name} cannot run "
-                       f"({dev.refusal(refused[0]).split(': ', 1)[-1]}): {', '.join(p.name for p in refused)}",
-                       err=True)
+            groups = {why: [p.name for p, r in refused.items() if r == why] for why in refused.values()}
+            click.echo(f"bench: skipped {plural(len(refused), 'file')} {dev.name} cannot run: "
+                       + "; ".join(f"{', '.join(names)} ({why})" for why, names in groups.items()), err=True)
     if not paths and isinstance(dev, LocalDevice):  # and only what this install's runtimes can run
         files, skipped = core.runnable_here(files)
         if skipped:

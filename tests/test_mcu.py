@@ -281,6 +281,8 @@ def test_a_default_bench_on_the_mcu_skips_what_it_cannot_run_in_one_line_and_exi
     for name in [*(n for n, reason in ZOO_REFUSALS.items() if reason), "edge_micro_kd_int8.onnx"]:
         assert name in skipped
     assert "edge_micro_kd_int8.tflite" not in skipped and "edge_nano_kd160_int8.tflite" not in skipped
+    for reason in {r for r in ZOO_REFUSALS.values() if r}:   # each file's own reason, grouped, not the first one's
+        assert reason in skipped
 
 
 def test_where_a_file_computes_in_float_is_said_from_its_flatbuffer(bench_models):
