@@ -84,6 +84,7 @@ def export(model: Path | None, everything: bool, tta: str | None, out: Path | No
     from edgecifar.errors import require_tensorflow
     from edgecifar.export import formats, pipeline, report, source
     from edgecifar.export.validate import DROP
+    from edgecifar.tables import output_console
 
     options = _format_options(flags)
     src = source.resolve(model, tta)
@@ -95,10 +96,7 @@ def export(model: Path | None, everything: bool, tta: str | None, out: Path | No
     result = pipeline.run(cfg, say=lambda msg: err.print(msg, highlight=False, soft_wrap=True))
     for warning in result.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-    out = Console()
-    if not out.is_terminal:  # logs and pipes: do not squeeze the table into 80 columns
-        out = Console(width=max(out.width, 120))
-    out.print(report.table(result, threshold))
+    output_console().print(report.table(result, threshold))  # piped or captured: never folded
     for o in result.failed:
         click.echo(f"error: {o.fmt.title} ({o.path.name}) failed: {o.validation.error}", err=True)
     dropped = [o for o in result.outcomes if o.validation.status == DROP] if strict else []

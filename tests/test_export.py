@@ -23,7 +23,9 @@ EXPECTED_FILES = ["baseline_fp32.tflite", "baseline_fp16.tflite", "baseline_dyna
 
 
 def export_cli(*args: str):
-    return CliRunner().invoke(main, ["export", *args])
+    """``edgecifar export ARGS``, captured as a log would be: without COLUMNS, whatever terminal pytest runs in, the
+    results table is printed whole (edgecifar.tables.output_console), so the tests read every column of it."""
+    return CliRunner().invoke(main, ["export", *args], env={"COLUMNS": None})
 
 
 @pytest.fixture(scope="module")

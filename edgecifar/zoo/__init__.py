@@ -44,7 +44,8 @@ def record_bench(report: dict, folder: Path = ZOO_DIR) -> int:
         row = rows.get(entry["file"])
         if row:
             entry["bench"] = {**{k: row.get(k) for k in BENCH_KEYS}, "device": meta.get("device"),
-                              "data": Path(str(meta.get("data"))).name, "commit": meta.get("commit")}
+                              "data": Path(str(meta.get("data"))).name, "commit": meta.get("commit"),
+                              "cpu": meta.get("cpu"), "cpu_features": meta.get("cpu_features")}
             updated += 1
     write_json(folder / MANIFEST, manifest)
     return updated
