@@ -11,20 +11,42 @@ Preprocessing, the way CIFAR-10's 32x32 images were made from larger photos:
    Pillow's **BOX** filter: every output pixel is the plain average of the source pixels it covers (an
    area downscale, no sharpening), in one step. Images already 32x32 pass through unchanged; an image
    smaller than 32x32 is upscaled, with a warning (its class then says little).
+
+Images are untrusted input, decoded with bounded memory: only regular files are opened (a FIFO would block
+forever), a JPEG is decoded at the smallest of 1/2, 1/4 or 1/8 scale that keeps 32x32 (libjpeg's DCT
+scaling averages each block, as BOX would), and at most :data:`MAX_PIXELS` are decoded. Pillow decodes
+damaged PNG and JPEG data without a word; the structure it skips (PNG checksums, JPEG markers) is checked
+here and a damaged file is classified with a warning. Pillow's own warnings become warning lines naming
+the file.
+
+The model runs in a worker process (:mod:`edgecifar.bench.predict_worker`): a file that crashes LiteRT
+costs the image it crashed on (one error line), and the other images are still classified.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import select
+import signal
+import stat
+import struct
+import subprocess
 import sys
+import tempfile
+import time
+import warnings
+import zlib
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable, Iterator
 
 import click
 import numpy as np
 
 from edgecifar import INPUT_SHAPE, LABELS
-from edgecifar.errors import EdgeCifarError, ModelError
+from edgecifar.errors import EdgeCifarError, ModelError, one_line
+from edgecifar.fdcapture import Captured
 from edgecifar.units import percent, plural
 
 #: Pillow modes of 16-bit samples (PNG, TIFF): scaled to 8 bits, 65535 -> 255.
@@ -36,10 +58,230 @@ SIXTEEN_BIT_AS_I = frozenset({"PPM", "PNG"})
 NOT_PHOTOS = frozenset({"BUFR", "GRIB", "HDF5", "MPEG", "WMF"})
 #: What a transparent pixel is shown over.
 BACKGROUND = (255, 255, 255)
+#: The most pixels decoded from one image (after JPEG draft decoding). Turning the largest into 8-bit RGB
+#: (an RGBA copy, the background, the composite...) takes about 15 bytes a pixel: this keeps predict under
+#: 512 MiB. Pillow's own limit (89 megapixels, a warning only) is far above it.
+MAX_PIXELS = 24_000_000
+#: File types that are not image data: refused before they are opened (reading a FIFO blocks forever).
+NOT_REGULAR = {stat.S_IFIFO: "a FIFO, not an image file", stat.S_IFCHR: "a character device, not an image file",
+               stat.S_IFBLK: "a block device, not an image file", stat.S_IFSOCK: "a socket, not an image file",
+               stat.S_IFDIR: "a folder, not an image"}
 
 
 class ImageError(EdgeCifarError):
     """An image file that cannot be read."""
+
+
+@contextlib.contextmanager
+def open_regular(path: Path) -> Iterator[BinaryIO]:
+    """``path`` opened for reading if it is a regular file; an ImageError naming what it is otherwise.
+
+    Opened without blocking and checked on the open descriptor, so a FIFO (whose open and read wait for a
+    writer) is refused at once, and nothing can swap the file between the check and the read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: a folder, not an image") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    kind = stat.S_IFMT(os.fstat(fd).st_mode)
+    if kind != stat.S_IFREG:
+        os.close(fd)
+        raise ImageError(f"{path}: {NOT_REGULAR.get(kind, 'not a regular file')}")
+    with os.fdopen(fd, "rb") as fp:
+        yield fp
+
+
+# --------------------------------------------------------------------------- damaged files Pillow decodes
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_BLOCK = 1 << 20
+
+
+def _chunk_name(kind: bytes) -> str:
+    return kind.decode("latin-1") if kind.isalpha() else "a"
+
+
+def png_defect(fp: BinaryIO) -> str | None:
+    """The first structural defect of a PNG file, or None: each chunk's checksum (CRC) and the IEND chunk.
+
+    Pillow checks neither when it decodes: a flipped bit in a chunk decodes to a damaged picture, and a
+    file cut inside its last chunk decodes as if whole. Reads in blocks (a chunk may be large)."""
+    fp.seek(0)
+    if fp.read(8) != PNG_SIGNATURE:
+        return "no PNG signature"
+    while len(head := fp.read(8)) == 8:
+        length, kind = struct.unpack(">I4s", head)
+        crc, left = zlib.crc32(kind), length
+        while left and (block := fp.read(min(left, _BLOCK))):
+            crc, left = zlib.crc32(block, crc), left - len(block)
+        stored = fp.read(4)
+        if left or len(stored) < 4:
+            return f"cut short inside {_chunk_name(kind)} chunk"
+        if struct.unpack(">I", stored)[0] != crc:
+            return f"{_chunk_name(kind)} chunk's checksum (CRC) does not match its data"
+        if kind == b"IEND":
+            return None
+    return "cut short: no IEND chunk"
+
+
+class _Reader:
+    """Bytes of a file read forward in blocks, for the JPEG marker walk (bounded memory on any file size)."""
+
+    def __init__(self, fp: BinaryIO):
+        self.fp, self.buf, self.pos, self.dropped = fp, b"", 0, 0
+
+    def tell(self) -> int:
+        return self.dropped + self.pos
+
+    def available(self, n: int) -> bool:
+        """True when ``n`` bytes can be read from the current position (reading a block more if needed)."""
+        while len(self.buf) - self.pos < n:
+            block = self.fp.read(_BLOCK)
+            if not block:
+                return False
+            self.dropped += self.pos
+            self.buf = self.buf[self.pos:] + block
+            self.pos = 0
+        return True
+
+    def byte(self) -> int | None:
+        if not self.available(1):
+            return None
+        self.pos += 1
+        return self.buf[self.pos - 1]
+
+    def take(self, n: int) -> bytes | None:
+        if not self.available(n):
+            return None
+        self.pos += n
+        return self.buf[self.pos - n:self.pos]
+
+    def next_ff(self) -> bool:
+        """Move just past the next 0xFF byte; False at the end of the file."""
+        while (i := self.buf.find(b"\xff", self.pos)) < 0:
+            self.pos = len(self.buf)
+            if not self.available(1):
+                return False
+        self.pos = i + 1
+        return True
+
+
+def _marker(reader: _Reader) -> int | str:
+    """The code of the marker that must start here (after any 0xFF fill bytes), or the defect found."""
+    first = reader.byte()
+    if first is not None and first != 0xFF:
+        return f"stray byte 0x{first:02X} where a marker belongs"
+    code = reader.byte()
+    while code == 0xFF:
+        code = reader.byte()
+    return "cut short: no end-of-image marker" if code is None else code
+
+
+def _scan_end(reader: _Reader) -> int | str:
+    """Walk a scan's entropy-coded data to the marker that ends it: that marker's code, or the defect found
+    (a 0xFF that is neither stuffed nor a marker, restart markers out of sequence, the end of the file)."""
+    expected = 0
+    while reader.next_ff():
+        code = reader.byte()
+        while code == 0xFF:              # fill bytes before a marker
+            code = reader.byte()
+        if code is None:
+            break
+        if code == 0x00:                 # a stuffed 0xFF data byte
+            continue
+        if 0xD0 <= code <= 0xD7:
+            if code - 0xD0 != expected:
+                return f"restart marker RST{code - 0xD0} where RST{expected} belongs"
+            expected = (expected + 1) % 8
+            continue
+        return code
+    return "cut short inside the image data: no end-of-image marker"
+
+
+#: Markers that start a segment with a length, as libjpeg reads them: SOFn, DHT and DAC (0xC0-0xCF), SOS,
+#: DQT, DNL, DRI, APPn and COM. Any other code where a marker belongs is damage (libjpeg: "unknown marker").
+JPEG_SEGMENTS = frozenset([*range(0xC0, 0xD0), 0xDA, 0xDB, 0xDC, 0xDD, *range(0xE0, 0xF0), 0xFE])
+#: Frame headers (SOFn) of Huffman-coded frames -> the fewest bits each 8x8 block takes in the image data:
+#: a DC code and an end-of-block code in a sequential frame; the first progressive scan's DC code.
+MIN_BITS_PER_BLOCK = {0xC0: 2, 0xC1: 2, 0xC2: 1}
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _short_of_data(frame: tuple[int, bytes] | None, data_bytes: int) -> str | None:
+    """The defect of a frame whose image data is too short for the size its header claims (libjpeg fills
+    the missing blocks with grey: a 3 KB file claiming 13300x13300 pixels decodes without an error), or None."""
+    if frame is None or frame[0] not in MIN_BITS_PER_BLOCK or len(frame[1]) < 6:
+        return None
+    height, width, count = struct.unpack(">HHB", frame[1][1:6])
+    factors = [(b >> 4, b & 15) for b in frame[1][7:6 + 3 * count:3]]
+    if not height or not factors or min(min(f) for f in factors) == 0:
+        return None
+    hmax, vmax = max(h for h, _ in factors), max(v for _, v in factors)
+    blocks = sum(_ceil_div(_ceil_div(width * h, hmax), 8) * _ceil_div(_ceil_div(height * v, vmax), 8)
+                 for h, v in factors)
+    needed = blocks * MIN_BITS_PER_BLOCK[frame[0]] // 8
+    if data_bytes >= needed:
+        return None
+    return (f"{width}x{height} pixels claimed with {data_bytes:,} bytes of image data, less than the {needed:,} "
+            "they take at least: the rest decodes as filler")
+
+
+def jpeg_defect(fp: BinaryIO) -> str | None:
+    """The first structural defect of a JPEG file up to its end-of-image marker, or None.
+
+    libjpeg reports damaged data as warnings, and Pillow drops them: it decodes what it can. Checked here:
+    the start marker, each segment's marker and length, nothing between segments, the markers inside the
+    entropy-coded data, the end-of-image marker (data after it, a second picture or a maker's trailer, is
+    allowed), and enough image data for the size the frame header claims. A flipped bit inside the
+    entropy-coded data that breaks none of these shows in the picture only: no structural check sees it."""
+    fp.seek(0)
+    reader = _Reader(fp)
+    if reader.take(2) != b"\xff\xd8":
+        return "no start-of-image marker"
+    frame, data_bytes, code = None, 0, _marker(reader)
+    while not isinstance(code, str):
+        if code == 0xD9:
+            return _short_of_data(frame, data_bytes)
+        if code not in JPEG_SEGMENTS:
+            return f"marker 0x{code:02X} out of place"
+        size = reader.take(2)
+        length = struct.unpack(">H", size)[0] if size else 0
+        payload = reader.take(length - 2) if length >= 2 else None
+        if payload is None:
+            return f"cut short inside a segment (marker 0x{code:02X})"
+        if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):   # a frame header, not DHT/JPG/DAC
+            frame = (code, payload)
+        if code != 0xDA:
+            code = _marker(reader)
+            continue
+        start = reader.tell()                # start of scan: entropy-coded data up to the next marker
+        code = _scan_end(reader)
+        data_bytes += reader.tell() - start
+    return code
+
+
+#: Pillow format -> the structural check of files Pillow decodes without checking (MPO: JPEG with more
+#: pictures after the first).
+DEFECT_CHECKS: dict[str, Callable[[BinaryIO], str | None]] = {"PNG": png_defect, "JPEG": jpeg_defect,
+                                                              "MPO": jpeg_defect}
+
+
+def eight_bit(samples: np.ndarray) -> np.ndarray:
+    """16-bit samples scaled to 8 bits, 65535 -> 255, rounding to nearest: ``(x + 128) // 257`` equals
+    ``rint(x / 257)`` for every x in 0..65535, in integers (4 bytes a pixel, not float64's 8). Values
+    outside 0..65535 (32-bit mode "I") are clipped first."""
+    if samples.dtype.kind != "u" or samples.dtype.itemsize > 2:
+        samples = np.clip(samples, 0, 65535)
+    wide = samples.astype(np.uint32)
+    wide += 128
+    wide //= 257
+    return wide.astype(np.uint8)
 
 
 def to_rgb(img, fmt: str | None, path: Path):
@@ -48,13 +290,12 @@ def to_rgb(img, fmt: str | None, path: Path):
 
     mode = img.mode
     if mode in SIXTEEN_BIT_MODES or (mode == "I" and fmt in SIXTEEN_BIT_AS_I):
-        grey = np.rint(np.asarray(img, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8)
-        return Image.fromarray(grey).convert("RGB")
+        return Image.fromarray(eight_bit(np.asarray(img))).convert("RGB")
     if mode in ("I", "F"):
         kind = "32-bit integer" if mode == "I" else "floating-point"
         raise ImageError(f"{path}: {kind} pixels have no standard white level; save it with 8 or 16 bits per channel")
     if "A" in img.getbands() or "a" in img.getbands() or "transparency" in img.info:
-        rgba = img.convert("RGBA")
+        rgba = img if mode == "RGBA" else img.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", img.size, (*BACKGROUND, 255)), rgba).convert("RGB")
     return img.convert("RGB")
 
@@ -62,31 +303,71 @@ def to_rgb(img, fmt: str | None, path: Path):
 def load_image(path: str | Path, size: int = INPUT_SHAPE[0], warn: Callable[[str], None] | None = None) -> np.ndarray:
     """One image file (PNG, JPEG, anything Pillow reads) as uint8 [size, size, 3]; see the module doc.
 
-    ``warn`` receives a one-line warning about an image smaller than ``size`` x ``size``."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    ``warn`` receives one-line warnings naming the file: an image smaller than ``size`` x ``size``, damaged
+    data Pillow decoded anyway, and Pillow's own warnings (corrupt EXIF data...)."""
+    from PIL import Image
 
     path = Path(path)
-    if path.is_dir():
-        raise ImageError(f"{path}: a folder, not an image")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            rgb = to_rgb(ImageOps.exif_transpose(img), img.format, path)
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else ""
-        raise ImageError(f"{path}: not a readable image ({type(exc).__name__}: {detail})") from None
+    with open_regular(path) as fp, warnings.catch_warnings(record=True) as caught, Captured(2) as native:
+        warnings.simplefilter("always")
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # moot: MAX_PIXELS refuses far less
+        rgb, defect = _decode(fp, path, size)
+    notes = [f"{path}: {' '.join(str(w.message).split())}" for w in caught]
+    if native.text.strip():  # libtiff and other decoders write their warnings straight to file descriptor 2
+        notes.append(f"{path}: {native_summary(native.text)}")
+    if defect:
+        notes.append(f"{path}: damaged file ({defect}): classified as decoded, the picture may be wrong")
     w, h = rgb.size
     side = min(w, h)
     if side < 1:
         raise ImageError(f"{path}: empty image ({w}x{h})")
-    if side < size and warn:
-        warn(f"{path}: {w}x{h} pixels, smaller than {size}x{size}: upscaled, so its class says little")
+    if side < size:
+        notes.append(f"{path}: {w}x{h} pixels, smaller than {size}x{size}: upscaled, so its class says little")
+    for note in notes if warn else ():
+        warn(note)
     if (w, h) != (size, size):
         left, top = (w - side) // 2, (h - side) // 2
         rgb = rgb.resize((size, size), Image.Resampling.BOX, box=(left, top, left + side, top + side))
     return np.asarray(rgb, dtype=np.uint8)
+
+
+def native_summary(text: str, most: int = 3) -> str:
+    """What a native decoder wrote, as one line: its distinct lines in order (libtiff repeats one per strip)."""
+    distinct = list(dict.fromkeys(" ".join(line.split()) for line in text.splitlines() if line.strip()))
+    more = f" (and {len(distinct) - most} more)" if len(distinct) > most else ""
+    return "; ".join(distinct[:most]) + more
+
+
+def _decode(fp: BinaryIO, path: Path, size: int):
+    """(8-bit RGB picture, upright, before cropping; the structural defect of its file or None)."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(fp) as img:
+            claimed = img.size
+            img.draft(None, (size, size))   # JPEG: decode at 1/2..1/8 scale, still at least size x size
+            _check_pixels(img, claimed, path)
+            img.load()
+            ImageOps.exif_transpose(img, in_place=True)
+            rgb = to_rgb(img, img.format, path)
+            check = DEFECT_CHECKS.get(img.format or "")
+        return rgb, check(fp) if check else None
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: too many pixels to decode ({one_line(exc)})") from None
+    except Exception as exc:  # UnidentifiedImageError, OSError, SyntaxError...; on hostile files, anything
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise ImageError(f"{path}: not a readable image ({type(exc).__name__}: {detail})") from None
+
+
+def _check_pixels(img, claimed: tuple[int, int], path: Path) -> None:
+    """Refuse, before decoding, an image with more than :data:`MAX_PIXELS` pixels to decode."""
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        scaled = f" (still {w}x{h} at the smallest JPEG scale)" if (w, h) != claimed else ""
+        raise ImageError(f"{path}: {claimed[0]}x{claimed[1]} pixels{scaled}, more than predict decodes "
+                         f"({MAX_PIXELS / 1e6:g} megapixels); scale it down first")
 
 
 def photo_suffixes() -> frozenset[str]:
@@ -133,6 +414,159 @@ def top_k(probs: np.ndarray, k: int, names=LABELS) -> list[tuple[str, float]]:
     return [(names[i], float(probs[i])) for i in order]
 
 
+# --------------------------------------------------------------------------- the model, in its own process
+
+#: Seconds a worker may take to start and load the model, and to answer one image.
+LOAD_TIMEOUT = 300.0
+IMAGE_TIMEOUT = 120.0
+
+
+class ModelCrashed(ModelError):
+    """The runtime died (a signal) or hung on a model file: the file's fault, but no usage error (exit 1)."""
+
+    exit_code = 1
+
+
+class NotClassified(EdgeCifarError):
+    """One image the model could not classify (a runtime error, or the runtime crashed on it)."""
+
+
+def _signal_name(returncode: int | None) -> str:
+    if returncode is None or returncode >= 0:
+        return f"exit code {returncode}"
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+class ModelWorker:
+    """A :mod:`edgecifar.bench.predict_worker` process holding one model; :meth:`classify` sends it one image.
+
+    After a crash the next image starts a new worker; a worker that cannot start again ends the tries (every
+    later image gets that one error, no restart loop)."""
+
+    module = "edgecifar.bench.predict_worker"
+
+    def __init__(self, path: Path, threads: int = 1, runtime: str = "auto"):
+        self.path, self.threads, self.runtime_choice = path, threads, runtime
+        self.runtime: str | None = None
+        self._proc: subprocess.Popen | None = None
+        self._stderr = None
+        self._pending = b""
+        self._failed: EdgeCifarError | None = None
+
+    def start(self) -> str:
+        """Start a worker and wait until it has loaded the model: the runtime's name. Raises ModelError (the
+        file cannot be loaded, exit 2) or ModelCrashed (the runtime crashed or hung loading it, exit 1)."""
+        debug = bool(os.environ.get("EDGECIFAR_DEBUG"))
+        self._stderr = None if debug else tempfile.TemporaryFile()
+        # The interpreter's own flags too (-S, -I...): the worker sees the same packages as this process.
+        cmd = [sys.executable, *subprocess._args_from_interpreter_flags(), "-m", self.module, str(self.path),
+               "--threads", str(self.threads), "--runtime", self.runtime_choice]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        try:
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                                          env=env)
+        except OSError as exc:
+            raise EdgeCifarError(f"cannot start {sys.executable}: {exc.strerror or exc}") from None
+        self._pending = b""
+        reply = self._reply(LOAD_TIMEOUT, "loading it")
+        if "error" in reply:
+            self.close()
+            raise (ModelError if reply.get("exit_code") == 2 else ModelCrashed)(reply["error"])
+        self.runtime = reply["runtime"]
+        return self.runtime
+
+    def classify(self, pixels: np.ndarray) -> np.ndarray:
+        """Class probabilities [10] for one uint8 [32, 32, 3] image; NotClassified when the runtime failed or
+        crashed on it (the worker is restarted for the next image)."""
+        if self._failed:
+            raise NotClassified(str(self._failed))
+        if self._proc is None:
+            try:
+                self.start()
+            except EdgeCifarError as exc:
+                self._failed = exc
+                raise NotClassified(str(exc)) from None
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(pixels, np.uint8).tobytes())
+            self._proc.stdin.flush()
+        except OSError:  # the worker is gone: its exit status says how
+            pass
+        try:
+            reply = self._reply(IMAGE_TIMEOUT, "on this image")
+        except ModelCrashed as exc:
+            raise NotClassified(f"{exc}; the other images run in a new process") from None
+        if "error" in reply:
+            raise NotClassified(reply["error"])
+        return np.asarray(reply["probabilities"], np.float32)
+
+    def _reply(self, timeout: float, doing: str) -> dict:
+        """The worker's next protocol line; ModelCrashed (and the worker gone) when it dies or hangs first."""
+        from edgecifar.bench.predict_worker import PREFIX
+
+        deadline = time.monotonic() + timeout
+        fd = self._proc.stdout.fileno()
+        while True:
+            line, newline, rest = self._pending.partition(b"\n")
+            if newline:
+                self._pending = rest
+                if line.startswith(PREFIX.encode()):
+                    try:
+                        return json.loads(line[len(PREFIX):])
+                    except ValueError:
+                        self.close()
+                        raise ModelCrashed(f"{self.path}: the worker wrote a malformed result {doing}") from None
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self.close()
+                raise ModelCrashed(f"{self.path}: {self._who()} gave no answer within {timeout:.0f} s {doing}")
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                words = self._last_words()
+                how = _signal_name(self.close())
+                raise ModelCrashed(f"{self.path}: {self._who()} crashed ({how}) {doing}{words}")
+            self._pending += chunk
+
+    def _who(self) -> str:
+        from edgecifar.runtime import RUNTIME_NAMES
+
+        return RUNTIME_NAMES.get(self.runtime or self.runtime_choice, "the TFLite runtime")
+
+    def _last_words(self) -> str:
+        """The last line the dead worker wrote on stderr (an abort's "Check failed..."), as ": <line>"."""
+        from edgecifar.runtime import without_tflite_info
+
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        text = without_tflite_info(self._stderr.read()[-4096:].decode("utf-8", "replace"))
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        return f": {lines[-1][:200]}" if lines else ""
+
+    def close(self) -> int | None:
+        """End the worker (closing its stdin ends it; a hung one is killed): its exit status, or None."""
+        proc, self._proc = self._proc, None
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+        if proc is None:
+            return None
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        try:
+            code = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        proc.stdout.close()
+        return code
+
+
+# --------------------------------------------------------------------------- the command
+
 @click.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
@@ -148,46 +582,59 @@ def predict(ctx, images, model_path, top, threads, runtime, as_json):
     """Classify images of any size and mode (upright per EXIF, center square, BOX-resized to 32x32) with LiteRT.
 
     IMAGES are files or folders (every image file in a folder). Prints the class, its probability and the
-    top classes per image. An unreadable image gets a one-line error; the others are still classified
-    (exit code 1 if any failed).
+    top classes per image. An unreadable image gets a one-line error, and so does one the model crashed on;
+    the others are still classified (exit code 1 if any failed).
     """
     from edgecifar import runtime as rt
 
     path = rt.locate(model_path) if model_path else default_model()
     if path.suffix.lower() != ".tflite":
         raise ModelError(f"{path}: predict runs .tflite files with LiteRT (use edgecifar bench for .onnx)")
-    model = rt.load(path, threads=threads, runtime=runtime)
-    click.echo(f"model: {path} ({model.runtime}); preprocessing: upright (EXIF), center square, BOX resize to "
-               "32x32", err=True)
-    files = expand_images(images)
-    results = []
-    for image_path in files:
-        notes: list[str] = []
-        entry = {"file": str(image_path)}
-        results.append(entry)
-        try:
-            if image_path.is_dir():  # expand_images leaves only folders without images
-                raise ImageError(f"{image_path}: a folder without image files")
-            pixels = load_image(image_path, warn=notes.append)
-        except ImageError as exc:
-            entry["error"] = str(exc)
-            click.echo(f"error: {exc}", err=True)
-            continue
-        for note in notes:
-            click.echo(f"warning: {note}", err=True)
-        ranked = top_k(model.predict(pixels[None])[0], top)
-        entry.update({"class": ranked[0][0], "probability": ranked[0][1],
-                      "top": [{"class": name, "probability": prob} for name, prob in ranked], "warnings": notes})
-        if not as_json:
-            others = ", ".join(f"{name} {percent(prob)}" for name, prob in ranked)
-            click.echo(f"{image_path}: {ranked[0][0]} ({percent(ranked[0][1])})  top {len(ranked)}: {others}")
+    worker = ModelWorker(path, threads, runtime)
+    with contextlib.closing(worker):
+        runtime_name = worker.start()
+        click.echo(f"model: {path} ({runtime_name}); preprocessing: upright (EXIF), center square, BOX resize "
+                   "to 32x32", err=True)
+        files = expand_images(images)
+        results = [classify_file(worker, image_path, top, as_json) for image_path in files]
     if as_json:
-        click.echo(json.dumps({"model": str(path), "runtime": model.runtime, "labels": list(LABELS),
-                               "images": results}, indent=2))
-    failures = sum("error" in r for r in results)
+        click.echo(json.dumps({"model": str(path), "runtime": runtime_name, "labels": list(LABELS),
+                               "images": [entry for entry, _ in results]}, indent=2))
+    failures = [failure for _, failure in results if failure]
     if failures:
-        click.echo(f"{failures} of {plural(len(files), 'image')} could not be read", err=True)
+        why = "could not be read" if set(failures) == {"read"} else "could not be classified"
+        click.echo(f"{len(failures)} of {plural(len(files), 'image')} {why}", err=True)
         ctx.exit(1)
+
+
+def classify_file(worker: ModelWorker, image_path: Path, top: int, as_json: bool) -> tuple[dict, str | None]:
+    """One image's JSON entry (printing its line, its warnings or its error) and how it failed: None, "read"
+    (the image) or "model" (the runtime failed or crashed on it)."""
+    notes: list[str] = []
+    entry: dict = {"file": str(image_path)}
+    try:
+        if image_path.is_dir():  # expand_images leaves only folders without images
+            raise ImageError(f"{image_path}: a folder without image files")
+        pixels = load_image(image_path, warn=notes.append)
+    except ImageError as exc:
+        entry["error"] = str(exc)
+        click.echo(f"error: {exc}", err=True)
+        return entry, "read"
+    for note in notes:
+        click.echo(f"warning: {note}", err=True)
+    try:
+        probs = worker.classify(pixels)
+    except NotClassified as exc:
+        entry["error"] = f"{image_path}: not classified: {exc}"
+        click.echo(f"error: {entry['error']}", err=True)
+        return entry, "model"
+    ranked = top_k(probs, top)
+    entry.update({"class": ranked[0][0], "probability": ranked[0][1],
+                  "top": [{"class": name, "probability": prob} for name, prob in ranked], "warnings": notes})
+    if not as_json:
+        others = ", ".join(f"{name} {percent(prob)}" for name, prob in ranked)
+        click.echo(f"{image_path}: {ranked[0][0]} ({percent(ranked[0][1])})  top {len(ranked)}: {others}")
+    return entry, None
 
 
 if __name__ == "__main__":  # pragma: no cover

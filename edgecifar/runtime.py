@@ -4,15 +4,21 @@ for ``.tflite``, onnxruntime for ``.onnx``. Never imports TensorFlow: this is wh
 Every model takes uint8 or float pixels ``[N, 32, 32, 3]`` (0-255) and returns float32 class
 probabilities ``[N, 10]``; quantized inputs and outputs are converted here, from the file's own
 scale and zero point.
+
+A model file is untrusted data: everything the runtimes raise about it (loading, ``allocate_tensors``,
+``invoke``) becomes one :class:`~edgecifar.errors.ModelError` line naming the file. A file can also crash
+the native runtime outright, which no Python code survives: callers run models in a worker process
+(``edgecifar.bench.worker``, ``edgecifar.bench.predict_worker``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 
@@ -24,6 +30,9 @@ TFLITE_RUNTIMES: dict[str, str] = {
     "litert": "ai_edge_litert.interpreter",
     "tflite-runtime": "tflite_runtime.interpreter",
 }
+
+#: runtime label -> its name in messages.
+RUNTIME_NAMES: dict[str, str] = {"litert": "LiteRT", "tflite-runtime": "tflite-runtime", "onnxruntime": "onnxruntime"}
 
 #: file suffix -> (the packages that can run it, any one will do; what to say when none is installed).
 #: LiteRT comes with the base install, onnxruntime with the ``bench`` (or ``train``) extra.
@@ -85,6 +94,22 @@ def _check_input_shape(path: Path, shape) -> None:
         raise ModelError(f"{path}: input shape {shown}, expected Nx32x32x3 pixels")
 
 
+def model_source(path: Path) -> str | bytes:
+    """What to hand a runtime for ``path``: the path itself, or the file's bytes when its name is not UTF-8.
+
+    Python keeps such a name's undecodable bytes as lone surrogates, which the runtimes' C++ bindings cannot
+    turn into a ``std::string``: the file would be called "not a loadable model". Both runtimes take the
+    model's bytes instead (a path stays the default: onnxruntime finds external weights beside it)."""
+    try:
+        str(path).encode("utf-8")
+        return str(path)
+    except UnicodeEncodeError:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
 def _check_images(images: np.ndarray) -> np.ndarray:
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[1:] != INPUT_SHAPE:
@@ -98,9 +123,11 @@ class TFLiteModel:
     def __init__(self, path: str | Path, threads: int = 1, runtime: str = "auto"):
         self.path = Path(path)
         self.runtime, module = _import_tflite(runtime)
+        source = model_source(self.path)
+        where = {"model_path" if isinstance(source, str) else "model_content": source}
         try:
             with native_stderr_filtered(without_tflite_info):
-                self.interpreter = module.Interpreter(model_path=str(self.path), num_threads=threads)
+                self.interpreter = module.Interpreter(**where, num_threads=threads)
         except Exception as exc:  # the runtimes raise ValueError/RuntimeError with C++ messages
             raise ModelError(f"{self.path}: not a loadable TFLite model ({one_line(exc, limit=None)})") from None
         inp = self.interpreter.get_input_details()
@@ -119,9 +146,9 @@ class TFLiteModel:
 
     def _ensure_batch(self, n: int) -> None:
         if self._batch != n:
-            self.interpreter.resize_tensor_input(self._in["index"], [n, *INPUT_SHAPE])
-            with native_stderr_filtered(without_tflite_info):  # XNNPACK is created (and announced) here
-                self.interpreter.allocate_tensors()
+            with runtime_errors(self.path, self.runtime, "prepare"), native_stderr_filtered(without_tflite_info):
+                self.interpreter.resize_tensor_input(self._in["index"], [n, *INPUT_SHAPE])
+                self.interpreter.allocate_tensors()  # XNNPACK is created (and announced) here
             self._batch = n
 
     def predict(self, images: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -130,9 +157,10 @@ class TFLiteModel:
         for i in range(0, len(images), batch):
             chunk = images[i:i + batch].astype(np.float32)
             self._ensure_batch(len(chunk))
-            self.interpreter.set_tensor(self._in["index"], self.input_quant.quantize(chunk))
-            self.interpreter.invoke()
-            outs.append(self.output_quant.dequantize(self.interpreter.get_tensor(self._out["index"])))
+            with runtime_errors(self.path, self.runtime, "run"):
+                self.interpreter.set_tensor(self._in["index"], self.input_quant.quantize(chunk))
+                self.interpreter.invoke()
+                outs.append(self.output_quant.dequantize(self.interpreter.get_tensor(self._out["index"])))
         return np.concatenate(outs) if outs else np.zeros((0, 10), np.float32)
 
 
@@ -152,7 +180,7 @@ class OnnxModel:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(model_source(self.path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise ModelError(f"{self.path}: not a loadable ONNX model ({one_line(exc, limit=None)})") from None
         inputs = self.session.get_inputs()
@@ -163,9 +191,23 @@ class OnnxModel:
 
     def predict(self, images: np.ndarray, batch: int = 64) -> np.ndarray:
         images = _check_images(images)
-        outs = [self.session.run(None, {self.input_name: images[i:i + batch].astype(np.float32)})[0]
-                for i in range(0, len(images), batch)]
+        with runtime_errors(self.path, self.runtime, "run"):
+            outs = [self.session.run(None, {self.input_name: images[i:i + batch].astype(np.float32)})[0]
+                    for i in range(0, len(images), batch)]
         return np.concatenate(outs).astype(np.float32) if outs else np.zeros((0, 10), np.float32)
+
+
+@contextlib.contextmanager
+def runtime_errors(path: Path, runtime: str, stage: str) -> Iterator[None]:
+    """Whatever a runtime raises in the block (RuntimeError from ``allocate_tensors``/``invoke`` with pages of
+    C++ text, ValueError, onnxruntime's own types) as one ModelError line naming the file."""
+    try:
+        yield
+    except EdgeCifarError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{path}: {RUNTIME_NAMES.get(runtime, runtime)} cannot {stage} this model "
+                         f"({one_line(exc)})") from None
 
 
 def _import_tflite(runtime: str):
@@ -204,7 +246,7 @@ def load(path: str | Path, threads: int = 1, runtime: str = "auto") -> Model:
     """Open an exported model file (or a zoo file by name) with the runtime its suffix calls for."""
     path = locate(path)
     if not path.is_file():
-        raise ModelError(f"{path}: no such model file")
+        raise ModelError(f"{path}: " + ("not a regular file" if path.exists() else "no such model file"))
     try:
         loader = LOADERS[path.suffix.lower()]
     except KeyError:

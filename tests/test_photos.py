@@ -6,6 +6,8 @@ Every file here is a real file the test writes."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import struct
 import subprocess
 import sys
@@ -200,3 +202,150 @@ def test_a_zoo_file_name_resolves_to_the_shipped_file(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert f"model: {zoo.ZOO_DIR / shipped[0]} (litert)" in proc.stderr
+
+
+# --------------------------------------------------------------------------- hostile files
+
+#: Lines predict itself writes on stderr; anything else (a raw Python warning, a traceback) leaked.
+OWN_LINES = re.compile(r"(model: |warning: |error: |\d+ of \d+ images? could not be (read|classified)$)")
+
+
+def predict_measured(*args: str) -> tuple[int, str, str, float]:
+    """(exit code, stdout, stderr, peak resident memory in MiB of the largest process) of the console script,
+    run under a fresh Python whose only descendants are predict and its worker (ru_maxrss of RUSAGE_CHILDREN
+    covers the processes it waited for, and theirs)."""
+    code = ("import json, resource, subprocess, sys\n"
+            "p = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=300)\n"
+            "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+            "print(json.dumps([p.returncode, p.stdout, p.stderr, peak]))")
+    proc = subprocess.run([sys.executable, "-c", code, EDGECIFAR, "predict", *args], capture_output=True, text=True,
+                          timeout=400)
+    returncode, stdout, stderr, max_rss_kib = json.loads(proc.stdout)
+    return returncode, stdout, stderr, max_rss_kib / 1024
+
+
+def assert_own_lines_only(stderr: str) -> None:
+    leaked = [line for line in stderr.splitlines() if not OWN_LINES.match(line)]
+    assert not leaked, leaked
+
+
+def jpeg_claiming(path: Path, width: int, height: int) -> Path:
+    """A real 64x64 JPEG (a few KB) whose frame header (SOF0) claims ``width`` x ``height`` pixels."""
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(path, quality=90)
+    raw = bytearray(path.read_bytes())
+    sof = raw.index(b"\xff\xc0")
+    raw[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def png_of_zeros(path: Path, width: int, height: int) -> Path:
+    """A greyscale PNG of ``width`` x ``height`` black pixels, compressed row by row (a few hundred KB)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer, row = zlib.compressobj(9), bytes(width + 1)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_fifo_named_like_an_image_is_refused_at_once_and_the_other_images_are_classified(tmp_path):
+    from test_fuzz import TFLITE
+
+    fifo = tmp_path / "camera.png"
+    os.mkfifo(fifo)
+    Image.fromarray(picture(seed=4)).save(tmp_path / "real.png")
+    proc = subprocess.run([EDGECIFAR, "predict", str(fifo), str(tmp_path / "real.png"), "--model", str(TFLITE)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stdout.startswith(f"{tmp_path / 'real.png'}: ")
+    assert f"error: {fifo}: a FIFO, not an image file" in proc.stderr.splitlines()
+    assert_own_lines_only(proc.stderr)
+
+
+def test_a_tiny_jpeg_claiming_13300x13300_pixels_is_decoded_at_an_eighth_within_512_mib_with_a_warning(tmp_path):
+    from test_fuzz import TFLITE
+
+    bomb = jpeg_claiming(tmp_path / "bomb.jpg", 13300, 13300)
+    assert bomb.stat().st_size < 8000
+    code, stdout, stderr, peak_mib = predict_measured(str(bomb), "--model", str(TFLITE), "--json")
+    assert code == 0 and json.loads(stdout)["images"][0]["class"], stderr    # libjpeg fills the rest with grey
+    lines = [line for line in stderr.splitlines() if str(bomb) in line]
+    assert len(lines) == 1 and lines[0].startswith(f"warning: {bomb}: damaged file (13300x13300 pixels claimed with ")
+    assert_own_lines_only(stderr)
+    assert peak_mib < 512, f"peak {peak_mib:.0f} MiB"
+
+
+def test_an_image_with_more_pixels_than_predict_decodes_is_refused_before_decoding_within_512_mib(tmp_path):
+    from test_fuzz import TFLITE
+
+    big = png_of_zeros(tmp_path / "big.png", 10_000, 10_000)
+    fine = png_of_zeros(tmp_path / "fine.png", 4_000, 3_000)
+    code, stdout, stderr, peak_mib = predict_measured(str(big), str(fine), "--model", str(TFLITE))
+    assert code == 1 and stdout.startswith(f"{fine}: ")
+    assert (f"error: {big}: 10000x10000 pixels, more than predict decodes ({pred.MAX_PIXELS / 1e6:g} megapixels); "
+            "scale it down first") in stderr.splitlines()
+    assert_own_lines_only(stderr)
+    assert peak_mib < 512, f"peak {peak_mib:.0f} MiB"
+
+
+def _damaged_files(folder: Path) -> dict[Path, str]:
+    """Files Pillow decodes without a word, each with the start of the defect predict should name."""
+    x = picture(seed=6, scale=3)
+    Image.fromarray(x).save(folder / "clean.png")
+    clean = (folder / "clean.png").read_bytes()
+    cut = folder / "cut_in_iend.png"
+    cut.write_bytes(clean[:-2])
+    crc = bytearray(clean)
+    idat = crc.index(b"IDAT")
+    crc[idat + 4 + struct.unpack(">I", clean[idat - 4:idat])[0]] ^= 0xFF    # the first byte of IDAT's CRC
+    (folder / "bad_crc.png").write_bytes(bytes(crc))
+    Image.fromarray(x).save(folder / "restarts.jpg", quality=90, restart_marker_rows=1)
+    raw = bytearray((folder / "restarts.jpg").read_bytes())
+    raw[raw.index(b"\xff\xd0") + 1] = 0xD3
+    (folder / "rst_out_of_order.jpg").write_bytes(bytes(raw))
+    raw = (folder / "restarts.jpg").read_bytes()
+    sos = raw.index(b"\xff\xda")
+    (folder / "stray_bytes.jpg").write_bytes(raw[:sos] + b"\x00\x17\x2a" + raw[sos:])
+    return {cut: "cut short inside IEND chunk", folder / "bad_crc.png": "IDAT chunk's checksum (CRC) does not match",
+            folder / "rst_out_of_order.jpg": "restart marker RST3 where RST0 belongs",
+            folder / "stray_bytes.jpg": "stray byte 0x00 where a marker belongs"}
+
+
+def test_damaged_png_and_jpeg_files_pillow_decodes_are_classified_with_one_warning_naming_the_defect(tmp_path):
+    from test_fuzz import TFLITE
+
+    damaged = _damaged_files(tmp_path)
+    halves = []                                                  # cut in half: Pillow refuses them, one error each
+    for name in ("clean.png", "restarts.jpg"):
+        raw = (tmp_path / name).read_bytes()
+        halves.append(tmp_path / f"half_{name}")
+        halves[-1].write_bytes(raw[:len(raw) // 2])
+    proc = subprocess.run([EDGECIFAR, "predict", *map(str, damaged), *map(str, halves), "--model", str(TFLITE)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "2 of 6 images could not be read" in proc.stderr
+    assert [line.split(": ")[0] for line in proc.stdout.splitlines()] == list(map(str, damaged))
+    for path, defect in damaged.items():
+        lines = [line for line in proc.stderr.splitlines() if str(path) in line]
+        assert len(lines) == 1 and lines[0].startswith(f"warning: {path}: damaged file ({defect}"), lines
+    for path in halves:
+        lines = [line for line in proc.stderr.splitlines() if str(path) in line]
+        assert len(lines) == 1 and lines[0].startswith(f"error: {path}: not a readable image (OSError: image file is "
+                                                       "truncated"), lines
+    assert_own_lines_only(proc.stderr)
+
+
+def test_pillows_own_warnings_become_one_warning_line_naming_the_file(tmp_path):
+    from test_fuzz import TFLITE
+
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 200                                     # ImageDescription, stored after the IFD
+    path = tmp_path / "corrupt_exif.jpg"
+    Image.fromarray(picture(seed=9)).save(path, exif=exif.tobytes()[:-150])   # its data cut off
+    proc = subprocess.run([EDGECIFAR, "predict", str(path), "--model", str(TFLITE)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith(f"{path}: ")
+    assert [line for line in proc.stderr.splitlines() if str(path) in line] == [
+        f"warning: {path}: Tag data larger than file. Skipping tag 270"]
+    assert_own_lines_only(proc.stderr)

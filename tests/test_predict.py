@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -179,3 +180,109 @@ def test_predict_runs_where_only_the_base_install_is_present(photos, bench_model
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"{photos[0][0]}: ") and "top 3:" in proc.stdout
+
+
+# --------------------------------------------------------------------------- models that fail or crash LiteRT
+
+EDGECIFAR = str(Path(sys.executable).with_name("edgecifar"))  # the console script of this venv
+
+
+def _tflite_of(fn) -> bytes:
+    """A float32 [1, 32, 32, 3] -> [1, 10] TFLite file computing ``fn`` (converted with TensorFlow)."""
+    import tensorflow as tf
+
+    func = tf.function(fn, input_signature=[tf.TensorSpec([1, 32, 32, 3], tf.float32)])
+    return tf.lite.TFLiteConverter.from_concrete_functions([func.get_concrete_function()], func).convert()
+
+
+def _crashes_on_red_255(x):
+    """INT32_MIN mod (red of the first pixel - 256): on a red of 255 that is INT32_MIN mod -1, which traps
+    (SIGFPE) in the x86 division instruction of TFLite's FLOOR_MOD; any other red is harmless."""
+    import tensorflow as tf
+
+    divisor = tf.cast(x[0, 0, 0, 0], tf.int32) - 256
+    rest = tf.math.floormod(tf.constant(-2**31, tf.int32) + 0 * tf.cast(x[0, 0, 0, 1], tf.int32), divisor)
+    return tf.nn.softmax(tf.cast(tf.fill([1, 10], rest), tf.float32))
+
+
+def _fails_unless_red_0(x):
+    """GATHER at index 1000 x (red of the first pixel) from 10 values: LiteRT's invoke raises "gather index out
+    of bounds" for any red above 0."""
+    import tensorflow as tf
+
+    index = tf.cast(x[0, 0, 0, 0], tf.int32) * 1000
+    return tf.nn.softmax(tf.reshape(tf.gather(tf.range(10, dtype=tf.float32), index) + tf.zeros([1, 10]), [1, 10]))
+
+
+@pytest.fixture(scope="module")
+def hostile_models(tmp_path_factory) -> Path:
+    from test_fuzz import TFLITE, edited_tflite, empty_quant_scales, operator_input_out_of_range
+
+    out = tmp_path_factory.mktemp("hostile-models")
+    (out / "crashes_on_red_255.tflite").write_bytes(_tflite_of(_crashes_on_red_255))
+    (out / "fails_unless_red_0.tflite").write_bytes(_tflite_of(_fails_unless_red_0))
+    (out / "aborts_when_loaded.tflite").write_bytes(edited_tflite(TFLITE.read_bytes(), empty_quant_scales))
+    (out / "cannot_prepare.tflite").write_bytes(edited_tflite(TFLITE.read_bytes(), operator_input_out_of_range))
+    return out
+
+
+@pytest.fixture(scope="module")
+def red_images(tmp_path_factory) -> dict[int, Path]:
+    """32x32 black PNGs (they pass preprocessing unchanged) whose first pixel has red 0, 7 or 255."""
+    out = tmp_path_factory.mktemp("red")
+    paths = {}
+    for red in (0, 7, 255):
+        pixels = np.zeros((32, 32, 3), np.uint8)
+        pixels[0, 0, 0] = red
+        paths[red] = out / f"red_{red}.png"
+        Image.fromarray(pixels).save(paths[red])
+    return paths
+
+
+def _predict(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([EDGECIFAR, "predict", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64", "i686", "i386"),
+                    reason="the crash is the x86 division instruction's trap on INT32_MIN / -1")
+def test_a_model_that_crashes_litert_on_one_image_costs_that_image_only_and_the_json_still_prints(
+        hostile_models, red_images):
+    model = hostile_models / "crashes_on_red_255.tflite"
+    images = [str(red_images[0]), str(red_images[255]), str(red_images[7])]
+    proc = _predict(*images, "--model", str(model), "--json")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    first, crashed, after = json.loads(proc.stdout)["images"]
+    assert first["class"] and after["class"]                     # the image after the crash ran in a new worker
+    assert crashed == {"file": images[1], "error": f"{images[1]}: not classified: {model}: LiteRT crashed (SIGFPE) "
+                                                   "on this image; the other images run in a new process"}
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error: ")] == [f"error: {crashed['error']}"]
+    text = _predict(*images, "--model", str(model))
+    assert text.returncode == 1
+    assert [line.split(": ")[0] for line in text.stdout.splitlines()] == [images[0], images[2]]
+    assert text.stderr.splitlines()[-1] == "1 of 3 images could not be classified"
+
+
+def test_a_runtime_error_on_one_image_is_one_line_naming_the_model_and_the_others_are_classified(
+        hostile_models, red_images):
+    model = hostile_models / "fails_unless_red_0.tflite"
+    proc = _predict(str(red_images[7]), str(red_images[0]), "--model", str(model))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.startswith(f"{red_images[0]}: ") and len(proc.stdout.splitlines()) == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"error: {red_images[7]}: not classified: {model}: LiteRT cannot run this model (gather index out of bounds")
+
+
+def test_a_model_that_crashes_litert_while_loading_fails_once_in_one_line(hostile_models, red_images):
+    model = hostile_models / "aborts_when_loaded.tflite"
+    proc = _predict(str(red_images[0]), str(red_images[7]), "--model", str(model), "--json")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [f"error: {model}: the TFLite runtime crashed (SIGABRT) loading it"]
+
+
+def test_a_model_that_cannot_be_prepared_is_refused_once_in_one_line(hostile_models, red_images):
+    model = hostile_models / "cannot_prepare.tflite"
+    proc = _predict(str(red_images[0]), str(red_images[7]), "--model", str(model))
+    assert proc.returncode == 2 and proc.stdout == ""
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"error: {model}: LiteRT cannot prepare this model (Invalid tensor index 9999 in node")

@@ -49,3 +49,40 @@ def test_loading_and_running_a_tflite_file_prints_nothing_on_stderr():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "(3, 10)", proc.stderr
     assert proc.stderr == ""                                          # XNNPACK's INFO line included
+
+
+def _non_utf8_copy(source, folder, suffix: str):
+    """A copy of ``source`` whose file name holds a byte that is not UTF-8 (Python keeps it as a surrogate)."""
+    from pathlib import Path
+
+    path = Path(os.fsdecode(os.fsencode(folder) + b"/caf\xe9" + suffix.encode()))
+    path.write_bytes(source.read_bytes())
+    return path
+
+
+def test_a_model_whose_file_name_is_not_utf8_loads_and_runs_in_both_runtimes(tmp_path):
+    import numpy as np
+
+    from test_fuzz import ONNX, TFLITE
+
+    for source, suffix in ((TFLITE, ".tflite"), (ONNX, ".onnx")):
+        path = _non_utf8_copy(source, tmp_path, suffix)
+        probs = runtime.load(path).predict(np.zeros((2, 32, 32, 3), np.uint8))
+        assert probs.shape == (2, 10), path
+
+
+def test_an_error_while_preparing_or_running_a_model_is_one_model_error_line_naming_the_file(tmp_path):
+    import numpy as np
+    import pytest
+
+    from edgecifar.errors import ModelError
+    from test_fuzz import TFLITE, edited_tflite, operator_input_out_of_range
+
+    path = tmp_path / "bad_input_index.tflite"
+    path.write_bytes(edited_tflite(TFLITE.read_bytes(), operator_input_out_of_range))
+    model = runtime.load(path)                       # the flatbuffer parses: the error comes at allocate_tensors
+    with pytest.raises(ModelError) as caught:
+        model.predict(np.zeros((1, 32, 32, 3), np.uint8))
+    message = str(caught.value)
+    assert message.startswith(f"{path}: LiteRT cannot prepare this model (") and "\n" not in message
+    assert "Invalid tensor index 9999" in message
