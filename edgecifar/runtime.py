@@ -34,6 +34,10 @@ TFLITE_RUNTIMES: dict[str, str] = {
 #: runtime label -> its name in messages.
 RUNTIME_NAMES: dict[str, str] = {"litert": "LiteRT", "tflite-runtime": "tflite-runtime", "onnxruntime": "onnxruntime"}
 
+#: runtime label -> the distribution pip installs it from.
+PIP_NAMES: dict[str, str] = {"litert": "ai-edge-litert", "tflite-runtime": "tflite-runtime"}
+assert set(PIP_NAMES) == set(TFLITE_RUNTIMES), "every TFLite runtime needs its pip name"
+
 #: file suffix -> (the packages that can run it, any one will do; what to say when none is installed).
 #: LiteRT comes with the base install, onnxruntime with the ``bench`` (or ``train``) extra.
 RUNTIME_PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
@@ -220,7 +224,13 @@ def _import_tflite(runtime: str):
             return label, importlib.import_module(TFLITE_RUNTIMES[label])
         except ImportError:
             continue
-    raise EdgeCifarError("no TFLite runtime installed: pip install ai-edge-litert (or tflite-runtime)")
+    if runtime == "auto":
+        raise EdgeCifarError("no TFLite runtime installed: pip install ai-edge-litert (or tflite-runtime)")
+    others = [label for label, module in TFLITE_RUNTIMES.items()
+              if label != runtime and importlib.util.find_spec(module.split(".")[0])]
+    instead = f"; {', '.join(others)} is installed: use --runtime {others[0]} (or auto)" if others else ""
+    raise EdgeCifarError(f"--runtime {runtime}: {PIP_NAMES[runtime]} is not installed "
+                         f"(pip install {PIP_NAMES[runtime]}){instead}")
 
 
 #: file suffix -> loader; the one place that decides which runtime runs which file.
