@@ -382,3 +382,15 @@ def test_train_with_an_epochs_override_the_recipe_cannot_train_exits_2_with_one_
                            "--data", str(absent)], capture_output=True, text=True, timeout=300)
     assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", f"error: {message}\n")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_that_fails_before_its_first_file_leaves_no_run_folder(synthetic_archive, tmp_path):
+    out = tmp_path / "mnv2"
+    missing = tmp_path / "missing.h5"
+    proc = subprocess.run([EDGECIFAR, "train", "mnv2_dropout", "--out", str(out), "--weights", str(missing),
+                           "--data", str(synthetic_archive), "--val-size", "50", "--epochs", "1", "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines()[-1] == (f"error: {missing}: no MobileNetV2 weights file (width 0.35 needs "
+                                            "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5)")
+    assert "Traceback" not in proc.stderr and not out.exists()

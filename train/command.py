@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from edgecifar.train.recipes import PRECISION_CHOICES
 from edgecifar.units import percent, plural, size
 
 
@@ -20,6 +21,10 @@ from edgecifar.units import percent, plural, size
               help="Average the weights (per-step decay, e.g. 0.999) and ship the average (default: the recipe's).")
 @click.option("--whiten-stem/--no-whiten-stem", default=None,
               help="Freeze the stem as a PCA whitening of training patches (default: the recipe's).")
+@click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
+              help="auto: the recipe's mixed bfloat16 only where the CPU runs bf16 natively (avx512_bf16 or AMX), "
+                   "else float32; float32 or bfloat16: that, on any CPU. Said in one line, kept in metrics.json; "
+                   "a resumed run keeps its own.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory (default runs/RECIPE-seedS).")
 @click.option("--data", type=click.Path(path_type=Path), help="cifar-10-python.tar.gz or cifar-10-batches-py/ (default $EDGECIFAR_DATA).")
@@ -38,7 +43,7 @@ from edgecifar.units import percent, plural, size
 @click.option("--task-index", type=click.IntRange(min=0), help="multi-worker: this machine's position in --workers (0 = chief).")
 @click.option("--worker-timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
               help="multi-worker: seconds to wait for the other workers at a step before failing.")
-def train(recipe, epochs, batch_size, ema, whiten_stem, seed, out, data, val_size, weights, resume, overwrite, list_recipes, quiet,
+def train(recipe, epochs, batch_size, ema, whiten_stem, precision, seed, out, data, val_size, weights, resume, overwrite, list_recipes, quiet,
           strategy, workers, task_index, worker_timeout):
     """Train RECIPE on CIFAR-10 and write model.keras, history.csv and metrics.json (and keep checkpoint/)."""
     from edgecifar.train.recipes import RECIPES, get
@@ -61,7 +66,7 @@ def train(recipe, epochs, batch_size, ema, whiten_stem, seed, out, data, val_siz
                                                    whiten_stem=whiten_stem), seed=seed, out=out,
                     data=str(data) if data else None, val_size=val_size, resume=resume, overwrite=overwrite,
                     weights=weights, progress=not quiet and sys.stderr.isatty(), strategy=strategy,
-                    collective_timeout=worker_timeout)
+                    collective_timeout=worker_timeout, precision=precision)
     check_run_dir(cfg)
     if workers:
         from edgecifar.train.distributed import write_tf_config

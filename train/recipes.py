@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from edgecifar.errors import ModelError
+from edgecifar.host import NATIVE_BF16, native_bf16
 
 Augment = Literal["none", "seed", "flip_translate", "flip_translate_cutout", "altflip_translate"]   # train/augment.py
 Schedule = Literal["constant", "one_cycle", "cosine"]   # train/schedule.py
@@ -37,7 +38,8 @@ class Recipe:
     early_stopping: int | None = None     # patience in epochs on the ``select`` figure (best weights restored)
     select: Literal["last", "val_loss", "val_accuracy"] = "last"   # the epoch kept: the last, or the best by this
     early_stopping_from: int = 0          # epochs (from the first) that patience and selection ignore
-    mixed_bfloat16: bool = False          # helps plain convolutions on this CPU, hurts depthwise ones
+    mixed_bfloat16: bool = False          # the recipe's wish: bf16 helps plain convolutions where the CPU runs bf16
+                                          # natively, hurts depthwise ones (resolve_precision decides)
     ema: float | None = None              # per-step decay of the weight average evaluated and shipped (train/ema.py)
     whiten_stem: bool = False             # stem = frozen PCA whitening of training patches (train/whiten.py)
     distill: str | None = None            # teacher model file (path, or zoo file name) for soft targets (train/distill.py)
@@ -66,6 +68,44 @@ class Recipe:
         except ValueError as exc:
             raise ModelError(str(exc)) from None
         return recipe
+
+
+#: ``--precision``: auto (the recipe's wish, where the CPU runs bf16 natively), or one Keras dtype policy for any CPU.
+POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+PRECISION_CHOICES = ("auto", *POLICIES)
+#: auto's verdict, by (the recipe asks for bf16, the CPU runs bf16 natively): (bf16 or not, why).
+_AUTO = {
+    (False, False): (False, "the recipe trains in float32"),
+    (False, True): (False, "the recipe trains in float32"),
+    (True, True): (True, "the recipe asks for mixed bfloat16 and this CPU runs bf16 natively ({found})"),
+    (True, False): (False, "the recipe asks for mixed bfloat16, but this CPU has no {wanted}: emulated bf16 trains "
+                           "several times slower (--precision bfloat16 forces it)"),
+}
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The Keras dtype policy a run trains in, and why (printed in one line, kept in metrics.json)."""
+
+    policy: str          # "float32" or "mixed_bfloat16"
+    reason: str
+
+    @property
+    def bf16(self) -> bool:
+        return self.policy == POLICIES["bfloat16"]
+
+
+def resolve_precision(wish_bf16: bool, choice: str, features: tuple[str, ...]) -> Precision:
+    """The precision a new run trains in: ``--precision`` when it names one, else (auto) the recipe's bf16 wish
+    only where the CPU (``features``, edgecifar.host) runs bf16 natively: emulated, mixed_bfloat16 costs 6-8x."""
+    native = native_bf16(features)
+    if choice != "auto":
+        slow = " (emulated on this CPU: slow)" if choice == "bfloat16" and not native else ""
+        return Precision(POLICIES[choice], f"--precision {choice}{slow}")
+    bf16, why = _AUTO[(wish_bf16, native)]
+    found = ", ".join(f for f in features if f in NATIVE_BF16)
+    return Precision(POLICIES["bfloat16" if bf16 else "float32"],
+                     why.format(found=found, wanted=" or ".join(NATIVE_BF16)))
 
 
 _LADDER = "seed notebook ladder"

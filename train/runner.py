@@ -8,6 +8,7 @@ is written to a temporary name and renamed.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import shutil
@@ -20,9 +21,9 @@ import numpy as np
 from edgecifar import data as cifar
 from edgecifar.errors import EdgeCifarError
 from edgecifar.fileio import atomic_path, check_writable_dir, write_json, write_text
-from edgecifar.host import cpu_model
+from edgecifar.host import cpu_features, cpu_model
 from edgecifar.runs import default_run_dir, git_commit
-from edgecifar.train.recipes import Recipe
+from edgecifar.train.recipes import POLICIES, Precision, Recipe, resolve_precision
 from edgecifar.units import percent
 
 CHECKPOINT = "checkpoint"
@@ -43,6 +44,7 @@ class RunConfig:
     progress: bool = True
     strategy: str | None = None     # None (one process), "mirrored" or "multi-worker": see train/distributed.py
     collective_timeout: float = 120.0   # seconds a worker waits for the others before failing
+    precision: str = "auto"         # --precision: auto, float32 or bfloat16 (train.recipes.resolve_precision)
 
     @property
     def run_dir(self) -> Path:
@@ -84,6 +86,7 @@ class State:
     train_seconds: float = 0.0
     stopped_early: bool = False
     settings: dict | None = None    # the recipe's settings when the run started (run_settings); None: not recorded
+    precision: str | None = None    # the Keras policy it trains in (run_precision); None: recorded before it was
 
 
 # --------------------------------------------------------------------------- data pipeline
@@ -232,18 +235,30 @@ def run_settings(recipe: Recipe) -> dict:
     return json.loads(json.dumps({k: v for k, v in asdict(recipe).items() if k not in ("name", "description")}))
 
 
-def check_resume_settings(recipe: Recipe, run_dir: Path) -> None:
-    """Refuse to resume a run with other settings than it started with (``--epochs``, ``--batch-size``, ``--ema``,
-    ``--whiten-stem`` or an edited recipe): its checkpoint's learning-rate schedule spans the epochs and batches it
-    started with (past that end the rate is 0), and its metrics.json would describe a run that never happened.
-    Cheap (state.json only). A checkpoint that predates the recorded settings is checked on its schedule alone
-    once loaded (:func:`check_checkpoint_schedule`)."""
-    path = run_dir / CHECKPOINT / "state.json"
+def _started(run_dir: Path) -> dict:
+    """The checkpoint's state.json, or {} when it is absent or unreadable (load_checkpoint says so)."""
     try:
-        started = json.loads(path.read_text()).get("settings")
-    except (OSError, ValueError, AttributeError):  # absent, or unreadable: load_checkpoint says so
-        return
-    if not started:
+        state = json.loads((run_dir / CHECKPOINT / "state.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def check_resume_settings(recipe: Recipe, run_dir: Path, precision: str = "auto") -> None:
+    """Refuse to resume a run with other settings than it started with (``--epochs``, ``--batch-size``, ``--ema``,
+    ``--whiten-stem``, ``--precision`` or an edited recipe): its checkpoint's learning-rate schedule spans the epochs
+    and batches it started with (past that end the rate is 0), and its metrics.json would describe a run that never
+    happened. Cheap (state.json only). A checkpoint that predates the recorded settings is checked on its schedule
+    alone once loaded (:func:`check_checkpoint_schedule`)."""
+    path = run_dir / CHECKPOINT / "state.json"
+    state = _started(run_dir)
+    trained_in, asked = state.get("precision"), POLICIES.get(precision)
+    if trained_in and asked and asked != trained_in:
+        raise EdgeCifarError(f"{path}: this run started in {trained_in} and cannot resume in {asked} "
+                             f"(--precision {precision}); resume with --precision auto, which keeps its precision, "
+                             "or start a new run folder (--out) for the new one")
+    started = state.get("settings")
+    if not isinstance(started, dict) or not started:
         return
     now = run_settings(recipe)
     changed = [k for k in now if k in started and started[k] != now[k]]
@@ -313,7 +328,21 @@ def check_run_dir(cfg: RunConfig) -> None:
         raise EdgeCifarError(f"{run_dir}: a run is already there; add --resume to continue it "
                              "or --overwrite to start again")
     if cfg.resume:
-        check_resume_settings(cfg.recipe, run_dir)
+        check_resume_settings(cfg.recipe, run_dir, cfg.precision)
+
+
+def run_precision(cfg: RunConfig) -> Precision:
+    """The precision the run trains in, decided once. A resumed run keeps its own: as its checkpoint records it, or,
+    for a checkpoint from before precisions were recorded, its recipe's (what training did then). A new run (and a
+    multi-worker run's other workers, which have no checkpoint of their own) resolves ``--precision``, the recipe's
+    wish and this CPU (train.recipes.resolve_precision)."""
+    state = _started(cfg.run_dir) if cfg.resume else {}
+    if state.get("precision"):
+        return Precision(state["precision"], "the run's own, kept by --resume")
+    if state:
+        return Precision(POLICIES["bfloat16" if cfg.recipe.mixed_bfloat16 else "float32"],
+                         "the run's own (its recipe's), kept by --resume")
+    return resolve_precision(cfg.recipe.mixed_bfloat16, cfg.precision, cpu_features())
 
 
 def run(cfg: RunConfig, console=None) -> dict:
@@ -328,12 +357,7 @@ def run(cfg: RunConfig, console=None) -> dict:
 
 
 def _run(cfg: RunConfig, console, dist) -> dict:
-    import keras
-    import tensorflow as tf
     from rich.console import Console
-
-    from edgecifar.models.stats import count_macs, count_params
-    from edgecifar.train.progress import ProgressCallback, make_progress
 
     console = console or Console(stderr=True, soft_wrap=True)  # a log line is one line, piped or not
     recipe, run_dir = cfg.recipe, cfg.run_dir
@@ -342,10 +366,30 @@ def _run(cfg: RunConfig, console, dist) -> dict:
     check_run_dir(cfg)
     if cfg.overwrite and not cfg.resume and run_dir.exists():
         shutil.rmtree(run_dir)
+    precision = run_precision(cfg)
+    # The recipe keeps its wish (metrics.json's recipe_settings, the resume check); the model is built as decided.
+    built = dataclasses.replace(recipe, mixed_bfloat16=precision.bf16)
+    created = not run_dir.exists()
     check_writable_dir(run_dir)
+    try:
+        return _train(cfg, console, dist, precision, built)
+    except BaseException:
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # an error before the first file (no data, no weights): leave no empty run folder
+        raise
 
+
+def _train(cfg: RunConfig, console, dist, precision: Precision, built: Recipe) -> dict:
+    import keras
+    import tensorflow as tf
+
+    from edgecifar.models.stats import count_macs, count_params
+    from edgecifar.train.progress import ProgressCallback, make_progress
+
+    recipe, run_dir = cfg.recipe, cfg.run_dir
     ds = cifar.load(cfg.data)
     console.print(ds.summary())
+    console.print(f"precision: {precision.policy} ({precision.reason})")
     if not 0 < cfg.val_size < len(ds.x_train):
         raise EdgeCifarError(f"--val-size {cfg.val_size} must be between 1 and {len(ds.x_train) - 1} "
                              f"(the data has {len(ds.x_train)} training images)")
@@ -357,17 +401,17 @@ def _run(cfg: RunConfig, console, dist) -> dict:
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
     if dist is not None:
-        model, state = dist.model_and_state(cfg, steps)
+        model, state = dist.model_and_state(dataclasses.replace(cfg, recipe=built), steps)
     elif cfg.resume:
         model, state = load_checkpoint(run_dir)
         if state.settings is None:
             check_checkpoint_schedule(model, recipe, steps, state.epochs_done, run_dir)
         console.print(f"resuming {run_dir} after epoch {state.epochs_done}/{recipe.epochs}")
     else:
-        model, state = build_model(recipe, cfg.weights), State()
+        model, state = build_model(built, cfg.weights), State()
         compile_model(model, recipe, steps, recipe.unfreeze_at or recipe.epochs)
     if state.epochs_done == 0:
-        state.settings = run_settings(recipe)
+        state.settings, state.precision = run_settings(recipe), precision.policy
     if recipe.whiten_stem and state.epochs_done == 0:
         from edgecifar.train.whiten import whiten_stem
 
@@ -422,7 +466,7 @@ def _run(cfg: RunConfig, console, dist) -> dict:
         model.load_weights(best_weights)
     if ema is not None:
         ema.copy_to_model()
-    final = float32_copy(model, recipe, cfg.weights)
+    final = float32_copy(model, built, cfg.weights)
     val_scores, test_scores = predict(final, x_val), predict(final, ds.x_test)
     per_epoch_ips = [r["images_per_s"] for r in state.history[1:]] or [r["images_per_s"] for r in state.history]
     metrics = {
@@ -438,6 +482,8 @@ def _run(cfg: RunConfig, console, dist) -> dict:
         "train_images": int(len(y_tr)),
         "data": {"source": ds.source, "fingerprint": ds.fingerprint, "train_batches": list(ds.train_batches)},
         "recipe_settings": asdict(recipe),
+        "precision": {"policy": precision.policy, "reason": precision.reason, "asked": cfg.precision,
+                      "cpu_features": list(cpu_features())},
         "git_commit": git_commit(), "cpu": cpu_model(),
         "command": " ".join(["edgecifar", "train", *sys.argv[2:]]) if sys.argv[1:2] == ["train"] else None,
     }
