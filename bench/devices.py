@@ -30,14 +30,13 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar
 
-from edgecifar.bench.worker import PREFIX, precision_from_name
+from edgecifar.bench.worker import PREFIX, exit_status, precision_from_name
 from edgecifar.errors import EdgeCifarError
 
 
@@ -224,11 +223,7 @@ def parse_worker_output(stdout: str, stderr: str, returncode: int | None) -> dic
             except json.JSONDecodeError:
                 return error("worker printed a malformed result line")
     if returncode is not None and returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return error(f"worker crashed ({name})")
+        return error(f"worker crashed ({exit_status(returncode)})")
     lines = [ln.strip() for ln in (stderr or "").splitlines() if ln.strip()]
     last = lines[-1] if lines else f"exit code {returncode}"
     return error(f"worker failed: {last}")

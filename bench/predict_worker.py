@@ -14,20 +14,30 @@ it was on and starts a new worker for the rest. Its protocol, lines on stdout th
 
 Native code that writes to file descriptor 1 would corrupt that protocol: it is pointed at stderr, and the
 protocol keeps a private copy of the original descriptor.
+
+Both ends of the protocol live here: :func:`main` is the worker, :class:`ModelWorker` the client that
+``edgecifar predict`` drives.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import select
+import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 from typing import BinaryIO, TextIO
 
 import numpy as np
 
 from edgecifar import INPUT_SHAPE
-from edgecifar.errors import EdgeCifarError, one_line
+from edgecifar.bench.worker import exit_status
+from edgecifar.errors import EdgeCifarError, ModelError, one_line
 
 #: Every protocol line starts with this.
 PREFIX = "EDGECIFAR-PREDICT "
@@ -70,6 +80,148 @@ def _protocol_stream() -> TextIO:
     os.dup2(2, 1)
     return out
 
+
+# --------------------------------------------------------------------------- the client: edgecifar predict's side
+
+#: Seconds a worker may take to start and load the model, and to answer one image.
+LOAD_TIMEOUT = 300.0
+IMAGE_TIMEOUT = 120.0
+
+
+class ModelCrashed(ModelError):
+    """The runtime died (a signal) or hung on a model file: the file's fault, but no usage error (exit 1)."""
+
+    exit_code = 1
+
+
+class NotClassified(EdgeCifarError):
+    """One image the model could not classify (a runtime error, or the runtime crashed on it)."""
+
+
+class ModelWorker:
+    """A :mod:`edgecifar.bench.predict_worker` process holding one model; :meth:`classify` sends it one image.
+
+    After a crash the next image starts a new worker; a worker that cannot start again ends the tries (every
+    later image gets that one error, no restart loop)."""
+
+    module = "edgecifar.bench.predict_worker"
+
+    def __init__(self, path: Path, threads: int = 1, runtime: str = "auto"):
+        self.path, self.threads, self.runtime_choice = path, threads, runtime
+        self.runtime: str | None = None
+        self._proc: subprocess.Popen | None = None
+        self._stderr = None
+        self._pending = b""
+        self._failed: EdgeCifarError | None = None
+
+    def start(self) -> str:
+        """Start a worker and wait until it has loaded the model: the runtime's name. Raises ModelError (the
+        file cannot be loaded, exit 2) or ModelCrashed (the runtime crashed or hung loading it, exit 1)."""
+        debug = bool(os.environ.get("EDGECIFAR_DEBUG"))
+        self._stderr = None if debug else tempfile.TemporaryFile()
+        # The model last, after "--": a file named "-h.tflite" is a file, not an option.
+        cmd = [sys.executable, "-m", self.module, "--threads", str(self.threads), "--runtime", self.runtime_choice,
+               "--", str(self.path)]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        try:
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                                          env=env)
+        except OSError as exc:
+            raise EdgeCifarError(f"cannot start {sys.executable}: {exc.strerror or exc}") from None
+        self._pending = b""
+        reply = self._reply(LOAD_TIMEOUT, "loading it")
+        if "error" in reply:
+            self.close()
+            raise (ModelError if reply.get("exit_code") == 2 else ModelCrashed)(reply["error"])
+        self.runtime = reply["runtime"]
+        return self.runtime
+
+    def classify(self, pixels: np.ndarray) -> np.ndarray:
+        """Class probabilities [10] for one uint8 [32, 32, 3] image; NotClassified when the runtime failed or
+        crashed on it (the worker is restarted for the next image)."""
+        if self._failed:
+            raise NotClassified(str(self._failed))
+        if self._proc is None:
+            try:
+                self.start()
+            except EdgeCifarError as exc:
+                self._failed = exc
+                raise NotClassified(str(exc)) from None
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(pixels, np.uint8).tobytes())
+            self._proc.stdin.flush()
+        except OSError:  # the worker is gone: its exit status says how
+            pass
+        try:
+            reply = self._reply(IMAGE_TIMEOUT, "on this image")
+        except ModelCrashed as exc:
+            raise NotClassified(f"{exc}; the other images run in a new process") from None
+        if "error" in reply:
+            raise NotClassified(reply["error"])
+        return np.asarray(reply["probabilities"], np.float32)
+
+    def _reply(self, timeout: float, doing: str) -> dict:
+        """The worker's next protocol line; ModelCrashed (and the worker gone) when it dies or hangs first."""
+        deadline = time.monotonic() + timeout
+        fd = self._proc.stdout.fileno()
+        while True:
+            line, newline, rest = self._pending.partition(b"\n")
+            if newline:
+                self._pending = rest
+                if line.startswith(PREFIX.encode()):
+                    try:
+                        return json.loads(line[len(PREFIX):])
+                    except ValueError:
+                        self.close()
+                        raise ModelCrashed(f"{self.path}: the worker wrote a malformed result {doing}") from None
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self.close()
+                raise ModelCrashed(f"{self.path}: {self._who()} gave no answer within {timeout:.0f} s {doing}")
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                words = self._last_words()
+                how = exit_status(self.close())
+                raise ModelCrashed(f"{self.path}: {self._who()} crashed ({how}) {doing}{words}")
+            self._pending += chunk
+
+    def _who(self) -> str:
+        from edgecifar.runtime import RUNTIME_NAMES
+
+        return RUNTIME_NAMES.get(self.runtime or self.runtime_choice, "the TFLite runtime")
+
+    def _last_words(self) -> str:
+        """The last line the dead worker wrote on stderr (an abort's "Check failed..."), as ": <line>"."""
+        from edgecifar.runtime import without_tflite_info
+
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        text = without_tflite_info(self._stderr.read()[-4096:].decode("utf-8", "replace"))
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        return f": {lines[-1][:200]}" if lines else ""
+
+    def close(self) -> int | None:
+        """End the worker (closing its stdin ends it; a hung one is killed): its exit status, or None."""
+        proc, self._proc = self._proc, None
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+        if proc is None:
+            return None
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        try:
+            code = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        proc.stdout.close()
+        return code
+
+
+# --------------------------------------------------------------------------- the worker process
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edgecifar.bench.predict_worker",

@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import sys
 import time
 import zlib
@@ -235,6 +236,16 @@ def _missing_runtime(file: str) -> str | None:
     from edgecifar.runtime import RUNTIME_PACKAGES, missing_runtime
 
     return missing_runtime(file) if Path(file).suffix.lower() in RUNTIME_PACKAGES else None
+
+
+def exit_status(returncode: int | None) -> str:
+    """How a worker process ended, for one line: ``SIGSEGV`` for a signal, else ``exit code N``."""
+    if returncode is None or returncode >= 0:
+        return f"exit code {returncode}"
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -20,8 +20,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import separable_images
-from edgecifar import zoo
-from edgecifar.bench import predict as pred
+from edgecifar import images, zoo
 from edgecifar.cli import main
 
 EDGECIFAR = str(Path(sys.executable).with_name("edgecifar"))  # the console script of this venv
@@ -62,7 +61,7 @@ def test_a_16_bit_greyscale_png_keeps_its_grey_levels(tmp_path):
     Image.fromarray((grey8 * 257).astype(np.uint16)).save(path)        # Pillow writes mode I;16
     assert Image.open(path).mode == "I;16"
     expected = np.asarray(Image.fromarray(grey8.astype(np.uint8)).resize((32, 32), Image.Resampling.BOX))
-    pixels = pred.load_image(path)
+    pixels = images.load_image(path)
     for channel in range(3):
         np.testing.assert_array_equal(pixels[..., channel], expected)
 
@@ -77,8 +76,8 @@ def test_16_bit_pgm_tiff_and_png_files_of_every_layout_keep_their_levels(tmp_pat
     rgb = write_png(tmp_path / "rgb16.png", np.stack([grey, grey // 2, grey // 4], -1), 2)
     grey_alpha = write_png(tmp_path / "la16.png", np.stack([grey, np.full_like(grey, 65535)], -1), 4)
     for path in (pgm, tiff, grey_alpha):
-        assert np.all(pred.load_image(path) == 100), path
-    assert pred.load_image(rgb)[0, 0].tolist() == [100, 50, 25]
+        assert np.all(images.load_image(path) == 100), path
+    assert images.load_image(rgb)[0, 0].tolist() == [100, 50, 25]
 
 
 def test_a_16_bit_greyscale_png_is_classified_like_its_8_bit_copy(bench_models, tmp_path):
@@ -103,25 +102,25 @@ def test_transparent_pixels_are_shown_over_white_in_every_mode_with_alpha(tmp_pa
     palette = Image.new("P", (32, 32), 0)
     palette.putpalette([0, 0, 0] * 256)
     palette.save(tmp_path / "palette.png", transparency=0)           # black, marked transparent
-    rgba = pred.load_image(tmp_path / "rgba.png")
+    rgba = images.load_image(tmp_path / "rgba.png")
     assert rgba[:, :16].tolist() == [[[255, 255, 255]] * 16] * 32
     assert np.abs(rgba[:, 16:].astype(int) - [227, 127, 127]).max() <= 1     # half red, half white
-    assert np.all(pred.load_image(tmp_path / "la.png") == 255)
-    assert np.all(pred.load_image(tmp_path / "palette.png") == 255)
+    assert np.all(images.load_image(tmp_path / "la.png") == 255)
+    assert np.all(images.load_image(tmp_path / "palette.png") == 255)
 
 
 def test_cmyk_jpeg_greyscale_bilevel_and_palette_images_keep_their_colours(tmp_path):
     x = picture(seed=3, scale=4)
     Image.fromarray(x).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
     assert Image.open(tmp_path / "cmyk.jpg").mode == "CMYK"
-    assert np.abs(pred.load_image(tmp_path / "cmyk.jpg").astype(int) - picture(3, 1)).mean() < 6
+    assert np.abs(images.load_image(tmp_path / "cmyk.jpg").astype(int) - picture(3, 1)).mean() < 6
     Image.fromarray(np.full((40, 40), 77, np.uint8)).save(tmp_path / "grey.png")
     Image.fromarray(np.full((40, 40), 255, np.uint8)).convert("1").save(tmp_path / "bilevel.png")
     Image.fromarray(np.full((50, 70, 3), 120, np.uint8)).convert("P", palette=Image.Palette.ADAPTIVE).save(
         tmp_path / "palette.gif")
-    assert np.all(pred.load_image(tmp_path / "grey.png") == 77)
-    assert np.all(pred.load_image(tmp_path / "bilevel.png") == 255)
-    assert np.all(pred.load_image(tmp_path / "palette.gif") == 120)
+    assert np.all(images.load_image(tmp_path / "grey.png") == 77)
+    assert np.all(images.load_image(tmp_path / "bilevel.png") == 255)
+    assert np.all(images.load_image(tmp_path / "palette.gif") == 120)
 
 
 def test_pixels_without_a_white_level_are_refused_in_one_line(bench_models, tmp_path):
@@ -144,8 +143,8 @@ def test_exif_orientation_6_is_turned_upright(tmp_path):
     stored = Image.fromarray(np.rot90(upright, 1))   # a phone stores the picture turned 90 degrees anticlockwise
     stored.save(tmp_path / "phone.png", exif=exif)
     stored.save(tmp_path / "phone.jpg", exif=exif, quality=95)
-    np.testing.assert_array_equal(pred.load_image(tmp_path / "phone.png"), picture(7, 1))
-    jpeg = pred.load_image(tmp_path / "phone.jpg").astype(int)
+    np.testing.assert_array_equal(images.load_image(tmp_path / "phone.png"), picture(7, 1))
+    jpeg = images.load_image(tmp_path / "phone.jpg").astype(int)
     assert np.abs(jpeg - picture(7, 1)).mean() < 6
     assert np.abs(jpeg - np.rot90(picture(7, 1), 1)).mean() > 20     # not the stored, sideways picture
 
@@ -153,7 +152,7 @@ def test_exif_orientation_6_is_turned_upright(tmp_path):
 def test_an_image_smaller_than_32x32_is_classified_with_a_warning(bench_models, tmp_path):
     Image.new("RGB", (1, 1), (200, 30, 60)).save(tmp_path / "dot.png")
     warnings = []
-    assert np.all(pred.load_image(tmp_path / "dot.png", warn=warnings.append) == [200, 30, 60])
+    assert np.all(images.load_image(tmp_path / "dot.png", warn=warnings.append) == [200, 30, 60])
     assert warnings == [f"{tmp_path / 'dot.png'}: 1x1 pixels, smaller than 32x32: upscaled, so its class says little"]
     code, doc, stderr = predict_json(str(tmp_path / "dot.png"), "--model", str(bench_models / "tiny_int8.tflite"))
     assert code == 0
@@ -284,7 +283,7 @@ def test_an_image_with_more_pixels_than_predict_decodes_is_refused_before_decodi
     fine = png_of_zeros(tmp_path / "fine.png", 4_000, 3_000)
     code, stdout, stderr, peak_mib = predict_measured(str(big), str(fine), "--model", str(TFLITE))
     assert code == 1 and stdout.startswith(f"{fine}: ")
-    assert (f"error: {big}: 10000x10000 pixels, more than predict decodes ({pred.MAX_PIXELS / 1e6:g} megapixels); "
+    assert (f"error: {big}: 10000x10000 pixels, more than predict decodes ({images.MAX_PIXELS / 1e6:g} megapixels); "
             "scale it down first") in stderr.splitlines()
     assert_own_lines_only(stderr)
     assert peak_mib < 512, f"peak {peak_mib:.0f} MiB"

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import fresh_python, separable_images
-from edgecifar import LABELS
+from edgecifar import LABELS, images
 from edgecifar.bench import predict as pred
 from edgecifar.cli import main
 
@@ -44,10 +44,10 @@ def photos(tmp_path_factory):
 
 def test_images_are_center_cropped_and_box_downscaled_to_32x32(photos):
     for path, original, _ in photos[:4]:          # lossless files: BOX undoes a k x k upscale exactly
-        pixels = pred.load_image(path)
+        pixels = images.load_image(path)
         assert pixels.shape == (32, 32, 3) and pixels.dtype == np.uint8
         np.testing.assert_array_equal(pixels, original)
-    jpeg = pred.load_image(photos[4][0])
+    jpeg = images.load_image(photos[4][0])
     assert np.abs(jpeg.astype(int) - photos[4][1].astype(int)).mean() < 6   # JPEG is lossy, BOX averages it out
 
 
@@ -56,7 +56,7 @@ def test_box_downscale_averages_the_pixels_it_covers(tmp_path):
     img[::2, ::2] = 200                              # one bright pixel in every 2x2 cell
     path = tmp_path / "checker.png"
     Image.fromarray(img).save(path)
-    assert np.all(pred.load_image(path) == 50)       # area average, not a sample of one pixel
+    assert np.all(images.load_image(path) == 50)       # area average, not a sample of one pixel
 
 
 def test_greyscale_and_palette_images_become_rgb(tmp_path):
@@ -64,8 +64,8 @@ def test_greyscale_and_palette_images_become_rgb(tmp_path):
     Image.fromarray(np.full((40, 40), 77, np.uint8), mode="L").save(grey)
     pal = tmp_path / "pal.gif"
     Image.fromarray(np.full((50, 70, 3), 120, np.uint8)).convert("P").save(pal)
-    assert np.all(pred.load_image(grey) == 77)
-    assert pred.load_image(pal).shape == (32, 32, 3)
+    assert np.all(images.load_image(grey) == 77)
+    assert images.load_image(pal).shape == (32, 32, 3)
 
 
 def test_predict_prints_class_probability_and_top3_per_image(photos, bench_models):
@@ -286,3 +286,12 @@ def test_a_model_that_cannot_be_prepared_is_refused_once_in_one_line(hostile_mod
     assert proc.returncode == 2 and proc.stdout == ""
     [line] = proc.stderr.splitlines()
     assert line.startswith(f"error: {model}: LiteRT cannot prepare this model (Invalid tensor index 9999 in node")
+
+
+def test_a_model_whose_name_starts_with_a_dash_is_a_file_to_the_worker_not_an_option(photos, bench_models, tmp_path,
+                                                                                      monkeypatch):
+    (tmp_path / "-h_int8.tflite").write_bytes((bench_models / "tiny_int8.tflite").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["predict", str(photos[0][0]), "--model", "-h_int8.tflite"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"{photos[0][0]}: ")
