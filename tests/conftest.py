@@ -198,3 +198,26 @@ def broken_models(tmp_path_factory, bench_models) -> Path:
         (out / "random.tflite").write_bytes(rng.bytes(4096))
         (out / "random.onnx").write_bytes(rng.bytes(4096))
     return out
+
+
+class _Stopped(Exception):
+    pass
+
+
+def stopped_after_one_epoch(archive, out, recipe, epochs=2, batch=32, **config) -> Path:
+    """A run of ``recipe`` for ``epochs`` stopped after its first checkpoint, as a kill leaves it; ``config`` goes
+    to RunConfig (``precision=...``)."""
+    from edgecifar.train import runner
+
+    save = runner.save_checkpoint
+
+    def save_then_stop(*args, **kwargs):
+        save(*args, **kwargs)
+        raise _Stopped
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner, "save_checkpoint", save_then_stop)
+        with pytest.raises(_Stopped):
+            runner.run(runner.RunConfig(recipe.with_overrides(epochs=epochs, batch_size=batch), out=out,
+                                        data=str(archive), val_size=50, progress=False, **config))
+    return out

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import stopped_after_one_epoch
 from edgecifar.train import recipes
 from edgecifar.train.recipes import resolve_precision
 
@@ -58,29 +59,11 @@ def test_the_cli_offers_exactly_the_precisions_the_rule_knows():
     assert option.default == "auto"
 
 
-class _Stopped(Exception):
-    pass
-
-
 @pytest.fixture(scope="module")
 def bf16_run(synthetic_archive, tmp_path_factory) -> Path:
     """baseline (a float32 recipe) forced to --precision bfloat16 for 2 epochs of batch 32, stopped after the first."""
-    from edgecifar.train import runner
-
-    out = tmp_path_factory.mktemp("precision") / "bf16"
-    save = runner.save_checkpoint
-
-    def save_then_stop(*args, **kwargs):
-        save(*args, **kwargs)
-        raise _Stopped
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(runner, "save_checkpoint", save_then_stop)
-        with pytest.raises(_Stopped):
-            runner.run(runner.RunConfig(recipes.get("baseline").with_overrides(epochs=2, batch_size=32), out=out,
-                                        data=str(synthetic_archive), val_size=50, progress=False,
-                                        precision="bfloat16"))
-    return out
+    return stopped_after_one_epoch(synthetic_archive, tmp_path_factory.mktemp("precision") / "bf16",
+                                   recipes.get("baseline"), precision="bfloat16")
 
 
 def _train(*args: str) -> subprocess.CompletedProcess:

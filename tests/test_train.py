@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import fresh_python
+from conftest import fresh_python, stopped_after_one_epoch
 from edgecifar.errors import EdgeCifarError, ModelError
 from edgecifar.train import recipes
 from edgecifar.train.runner import EarlyStopper, RunConfig, run
@@ -228,39 +228,17 @@ def test_a_checkpoint_keeps_the_dropout_random_state_that_a_keras_file_alone_los
 EDGECIFAR = str(Path(sys.executable).with_name("edgecifar"))  # the console script of this venv
 
 
-class _Stopped(Exception):
-    pass
-
-
-def _stopped_after_one_epoch(archive, out, recipe, epochs=2, batch=32) -> Path:
-    """A run of ``recipe`` for ``epochs`` stopped after its first checkpoint, as a kill leaves it."""
-    from edgecifar.train import runner
-
-    save = runner.save_checkpoint
-
-    def save_then_stop(*args, **kwargs):
-        save(*args, **kwargs)
-        raise _Stopped
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(runner, "save_checkpoint", save_then_stop)
-        with pytest.raises(_Stopped):
-            run(RunConfig(recipe.with_overrides(epochs=epochs, batch_size=batch), out=out, data=str(archive),
-                          val_size=50, progress=False))
-    return out
-
-
 @pytest.fixture(scope="module")
 def stopped_run(synthetic_archive, tmp_path_factory) -> Path:
     """baseline (constant rate) started for 2 epochs of batch 32, stopped after the first."""
-    return _stopped_after_one_epoch(synthetic_archive, tmp_path_factory.mktemp("stopped") / "run",
+    return stopped_after_one_epoch(synthetic_archive, tmp_path_factory.mktemp("stopped") / "run",
                                     recipes.get("baseline"))
 
 
 @pytest.fixture(scope="module")
 def stopped_one_cycle_run(synthetic_archive, tmp_path_factory) -> Path:
     """baseline on a one-cycle schedule (peak 0.01) started for 2 epochs of batch 32, stopped after the first."""
-    return _stopped_after_one_epoch(synthetic_archive, tmp_path_factory.mktemp("stopped") / "one_cycle",
+    return stopped_after_one_epoch(synthetic_archive, tmp_path_factory.mktemp("stopped") / "one_cycle",
                                     recipes.get("baseline").with_overrides(schedule="one_cycle", lr=0.01))
 
 
