@@ -7,7 +7,6 @@ started by a device (:mod:`edgecifar.bench.devices`).
 from __future__ import annotations
 
 import errno
-import json
 import math
 import os
 import tempfile
@@ -22,11 +21,12 @@ from edgecifar.bench.devices import Job
 from edgecifar.bench.rounds import over_rounds, round_robin, vs_reference
 from edgecifar.errors import EdgeCifarError
 from edgecifar.fileio import is_temporary, resolved, sha256
+from edgecifar.manifest import MANIFEST
+from edgecifar.manifest import read as read_manifest
 from edgecifar.metrics import wilson_interval
 from edgecifar.runtime import LOADERS, locate, missing_runtime
 from edgecifar.units import plural
 
-MANIFEST = "edgecifar.json"
 FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
 #: A row whose accuracy falls outside the interval of the figure its manifest records for the same images: measured
 #: (its figures are shown) but not "ok" (bench exits 1).
@@ -172,18 +172,6 @@ def find_reference(files: list[tuple[Path, str | None]], wanted: Path,
 
 
 # --------------------------------------------------------------------------- what we know about a file
-
-def read_manifest(folder: Path) -> dict | None:
-    """The ``edgecifar.json`` in ``folder`` as a dict with a ``files`` list, or None (absent or unreadable)."""
-    manifest = folder / MANIFEST
-    if not manifest.is_file():
-        return None
-    try:
-        data = json.loads(manifest.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("files"), list) else None
-
 
 def _entry(data: dict | None, name: str) -> dict | None:
     return next((e for e in (data or {}).get("files", []) if isinstance(e, dict) and e.get("file") == name), None)

@@ -6,7 +6,6 @@ written now replace the old ones, entries for other files that still exist are k
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,8 @@ from edgecifar.export.formats import Format
 from edgecifar.export.job import ExportJob
 from edgecifar.export.validate import Validation
 from edgecifar.fileio import sha256, write_json
+from edgecifar.manifest import MANIFEST
 
-MANIFEST = "edgecifar.json"
 
 
 def _quant(q) -> tuple[str, float | None, int | None]:
@@ -51,15 +50,6 @@ def file_entry(fmt: Format, path: Path, job: ExportJob, source: dict, result: Va
 def header(source: dict, calibration: dict, validation: dict) -> dict[str, Any]:
     return {"edgecifar_version": __version__, "source": source, "calibration": calibration,
             "validation": validation}
-
-
-def read(folder: Path) -> dict | None:
-    """The manifest already in ``folder``, or None when there is none or it is unreadable."""
-    try:
-        data = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("files"), list) else None
 
 
 def merge(old: dict | None, head: dict, entries: list[dict], folder: Path) -> dict:

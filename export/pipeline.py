@@ -25,6 +25,7 @@ from edgecifar.export.job import ExportJob
 from edgecifar.export.source import Source, describe, load_model
 from edgecifar.export.validate import FAILED, Validation, keras_scores, micro_check, validate
 from edgecifar.fileio import atomic_path, check_writable_dir, remove_stale_temporaries
+from edgecifar.manifest import read as read_manifest
 from edgecifar.metrics import accuracy
 
 
@@ -164,7 +165,7 @@ def _run(cfg: ExportConfig, out: Path, say: Callable[[str], None]) -> Report:
             entry = manifest.file_entry(fmt, outcome.path, job, source, outcome.validation, loaded, options)
             entries.append({**entry, "micro": outcome.micro} if outcome.micro else entry)
 
-    old = manifest.read(out)
+    old = read_manifest(out)
     # The data by name and fingerprint, not by path: manifests ship to other machines.
     data_id = {"data": Path(ds.source).name, "data_fingerprint": ds.fingerprint}
     head = manifest.header(

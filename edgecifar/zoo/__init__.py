@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgecifar.manifest import MANIFEST
+
 ZOO_DIR = Path(__file__).resolve().parent
-MANIFEST = "edgecifar.json"
 BENCH_KEYS = ("accuracy", "images", "ci_low", "ci_high", "latency_ms", "vs_reference", "spread_lo_ms", "spread_hi_ms",
               "p99_ms", "throughput_ips", "peak_rss_mb", "threads", "rounds", "runtime")
 
