@@ -346,7 +346,9 @@ def _decode(fp: BinaryIO, path: Path, size: int):
         raise
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{path}: too many pixels to decode ({one_line(exc)})") from None
-    except Exception as exc:  # UnidentifiedImageError, OSError, SyntaxError...; on hostile files, anything
+    except Image.UnidentifiedImageError:  # Pillow's message names the open file object, not the file
+        raise ImageError(f"{path}: not a readable image (no image format Pillow knows)") from None
+    except Exception as exc:  # OSError, SyntaxError...; on hostile files, anything
         detail = str(exc).splitlines()[0] if str(exc) else ""
         raise ImageError(f"{path}: not a readable image ({type(exc).__name__}: {detail})") from None
 

@@ -93,7 +93,7 @@ def test_unreadable_images_are_reported_and_the_others_still_classified(photos, 
                                        str(truncated), "--model", str(bench_models / "tiny_int8.tflite")])
     assert result.exit_code == 1
     assert "Traceback" not in result.output
-    assert f"error: {junk}: not a readable image" in result.stderr
+    assert f"error: {junk}: not a readable image (no image format Pillow knows)" in result.stderr
     assert f"error: {tmp_path / 'none.png'}: no such file" in result.stderr
     assert f"error: {truncated}: not a readable image" in result.stderr
     assert result.stdout.count(f"{photos[0][0]}: ") == 1
