@@ -57,7 +57,7 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, rounds, refe
 
     from edgecifar import data as cifar
     from edgecifar.bench import core, report
-    from edgecifar.bench.devices import Job, LocalDevice, open_device
+    from edgecifar.bench.devices import Job, open_device
     from edgecifar.bench.stats import block_count
     from edgecifar.fileio import write_text
     from edgecifar.runs import git_commit, runs_root
@@ -68,24 +68,16 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, rounds, refe
     thread_list = core.parse_threads(threads)
     files = core.expand(paths) if paths else core.expand(core.default_paths(runs_root()))
     dev = open_device(device, **device_options)  # each device takes its own options (devices.DEVICES)
-    thread_list = thread_list if dev.threaded else thread_list[:1]
-    if not paths:  # by default, only what this device runs: the others are named in one line, by reason
-        refused = {p: why.removeprefix(f"{p}: ") for p, problem in files if not problem and (why := dev.refusal(p))}
-        files = [(p, problem) for p, problem in files if p not in refused]
-        if refused:
-            groups = {why: [p.name for p, r in refused.items() if r == why] for why in refused.values()}
-            click.echo(f"bench: skipped {plural(len(refused), 'file')} {dev.name} cannot run: "
-                       + "; ".join(f"{', '.join(names)} ({why})" for why, names in groups.items()), err=True)
-    if not paths and isinstance(dev, LocalDevice):  # and only what this install's runtimes can run
-        files, skipped = core.runnable_here(files)
-        if skipped:
-            click.echo(f"bench: {skipped}", err=True)
+    plan = dev.plan(files, thread_list, named=bool(paths))  # by default, only what it runs; the rest in a line
+    files, thread_list = plan.files, plan.threads
+    for line in plan.skipped:
+        click.echo(f"bench: {line}", err=True)
     moot = [flag for flag, given in (("--rounds", rounds > 1), ("--reference", reference is not None)) if given]
     if moot and not dev.timed:  # nothing timed: more rounds would only repeat the first, and no ratio exists
         click.echo(f"bench: {' and '.join(moot)} ignored: {dev.name} measures no latency", err=True)
         rounds, reference = 1, None
     if reference is not None:
-        reference = core.find_reference(files, reference, dev.refusal)
+        reference = core.find_reference(files, reference)
     dataset = cifar.load(data)
     n = min(limit or dev.default_images or len(dataset.y_test), len(dataset.y_test))
     images, labels = dataset.x_test[:n], dataset.y_test[:n]
@@ -110,8 +102,9 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, rounds, refe
     facts = _device_facts(dev, rows)
     rows = core.check_recorded_accuracy(rows, Path(dataset.source).name, dataset.fingerprint, _where(dev, facts))
 
-    console.print(dev.table(rows, title=f"edgecifar bench on {dev.name} ({plural(n, 'test image')})"))
-    legend = dev.legend(runs, blocks, rounds) + ([report.reference_legend(reference.name)] if reference else [])
+    shown = report.view(dev.scheme)
+    console.print(shown.table(rows, f"edgecifar bench on {dev.name} ({plural(n, 'test image')})"))
+    legend = shown.legend(runs, blocks, rounds) + ([report.reference_legend(reference.name)] if reference else [])
     for line in legend:
         console.print(line, highlight=False)
     notes = {r["note"] for r in rows if r.get("note")}
@@ -127,7 +120,7 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, rounds, refe
     title = f"CIFAR-10 ({plural(n, 'test image')}) on {dev.name}"
     writers = {"--json": lambda path: report.write_json_report(path, rows, meta),
                "--csv": lambda path: report.write_csv_report(path, rows),
-               "--markdown": lambda path: write_text(path, dev.markdown(rows, meta)),
+               "--markdown": lambda path: write_text(path, shown.markdown(rows, meta)),
                "--plot": lambda path: _pareto_plot(rows, path, title),
                "--confusion": lambda folder: _confusions(rows, labels, dataset.label_names, folder, console)}
     unwritten = _write_outputs({**outputs, "--confusion": confusion_dir}, writers)
@@ -204,10 +197,9 @@ def _device_facts(dev, rows) -> dict:
     """What decides the figures besides the file: the device's CPU model, its CPU features (int8 kernels and
     so accuracy differ between AVX2 and AVX-512 VNNI machines) and its runtimes' versions (as its worker
     reported them; this machine's for the local device; None where unknown)."""
-    from edgecifar.bench.devices import LocalDevice
     from edgecifar.host import cpu_features, cpu_model
 
-    local = isinstance(dev, LocalDevice)
+    local = dev.host_runtimes   # it runs here, on this CPU: this machine's facts are its
     cpu = next((r["cpu"] for r in rows if r.get("cpu")), None) or (cpu_model() if local else None)
     features = next((r["cpu_features"] for r in rows if r.get("cpu_features") is not None), None)
     if features is None and local:

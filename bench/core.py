@@ -17,15 +17,14 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from edgecifar.bench.devices import Job
+from edgecifar.bench.devices import Device, Job
 from edgecifar.bench.rounds import over_rounds, round_robin, vs_reference
 from edgecifar.errors import EdgeCifarError
 from edgecifar.fileio import is_temporary, resolved, sha256
 from edgecifar.manifest import MANIFEST
 from edgecifar.manifest import read as read_manifest
 from edgecifar.metrics import wilson_interval
-from edgecifar.runtime import LOADERS, locate, missing_runtime
-from edgecifar.units import plural
+from edgecifar.runtime import LOADERS, locate
 
 FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
 #: A row whose accuracy falls outside the interval of the figure its manifest records for the same images: measured
@@ -101,29 +100,6 @@ def default_paths(runs_root: Path) -> list[Path]:
     return paths
 
 
-def runnable_here(files: list[tuple[Path, str | None]]) -> tuple[list[tuple[Path, str | None]], str | None]:
-    """The files a runtime installed here can run, and one line saying what was skipped (None if nothing).
-
-    For the default paths only: a file the user names is benched regardless, and fails in its own row.
-    """
-    kept: list[tuple[Path, str | None]] = []
-    skipped: dict[str, list[Path]] = {}
-    for path, problem in files:
-        missing = None if problem else missing_runtime(path)
-        if missing:
-            skipped.setdefault(missing, []).append(path)
-        else:
-            kept.append((path, problem))
-    if not skipped:
-        return kept, None
-    parts = [f"{plural(len(paths), ' and '.join(sorted({p.suffix for p in paths})) + ' file')}: {missing}"
-             for missing, paths in skipped.items()]
-    line = "skipped " + "; ".join(parts)
-    if not kept:
-        raise EdgeCifarError(f"nothing this install can run: {line}")
-    return kept, line
-
-
 def expand(paths: Iterable[str | Path]) -> list[tuple[Path, str | None]]:
     """Model files from files and folders, in order, each with an error when it cannot be benched.
 
@@ -153,10 +129,10 @@ def expand(paths: Iterable[str | Path]) -> list[tuple[Path, str | None]]:
     return out
 
 
-def find_reference(files: list[tuple[Path, str | None]], wanted: Path,
-                   refusal: Callable[[Path], str | None] = lambda path: None) -> Path:
+def find_reference(files: list[tuple[Path, str | None]], wanted: Path) -> Path:
     """The benched file ``--reference`` names: the same file (resolved), or for a bare file name the one file
-    of that name. An error before anything runs when it names none, several, or a file that cannot run."""
+    of that name. An error before anything runs when it names none, several, or a file that cannot run (its
+    problem in ``files``: a device's plan puts its refusals there)."""
     wanted = Path(wanted)
     matches = [p for p, _ in files if resolved(p) == resolved(wanted)]
     if not matches and wanted.name == str(wanted):
@@ -165,7 +141,7 @@ def find_reference(files: list[tuple[Path, str | None]], wanted: Path,
         raise EdgeCifarError(f"--reference {wanted}: not among the benched files (name it among the PATHs too)")
     if len(matches) > 1:
         raise EdgeCifarError(f"--reference {wanted}: {len(matches)} benched files have that name; give its path")
-    problem = dict(files)[matches[0]] or refusal(matches[0])
+    problem = dict(files)[matches[0]]
     if problem:
         raise EdgeCifarError(f"--reference {wanted}: {problem}")
     return matches[0]
@@ -330,20 +306,19 @@ def merge(row: dict, result: dict) -> dict:
 
 # --------------------------------------------------------------------------- the run
 
-def run_bench(files: list[tuple[Path, str | None]], images: np.ndarray, labels: np.ndarray, device,
+def run_bench(files: list[tuple[Path, str | None]], images: np.ndarray, labels: np.ndarray, device: Device,
               threads: list[int], job: Job, on_row: Callable[[dict, int], None] | None = None, rounds: int = 1,
               reference: Path | None = None) -> list[dict]:
     """One row per (file, thread count), each measured in its own worker process on ``device``.
 
-    A device that ignores threads (``device.threaded`` false) gets one row per file; a file the device
-    cannot run (``device.refusal``) gets an error row saying why. ``rounds`` above 1 measures the whole list
+    Which files at which thread counts is the device's plan (:meth:`Device.plan`, as for files the user named):
+    a file it cannot run gets an error row saying why. ``rounds`` above 1 measures the whole list
     that many times, round-robin, so drift hits every file alike (:mod:`edgecifar.bench.rounds`): accuracy
     in round 1 only, latency the median of the round medians; a row that fails is not measured again.
     ``reference`` (one of the files) gives every row its ``vs_reference``. ``on_row(row, round)`` sees each
     measurement as it ends."""
-    threads = threads if getattr(device, "threaded", True) else threads[:1]
-    refusal = getattr(device, "refusal", lambda path: None)
-    checked = [(path, problem or refusal(path)) for path, problem in files]
+    plan = device.plan(files, threads, named=True)
+    checked, threads = plan.files, plan.threads
     notes = {path: unvalidated_note(path) for path, problem in checked if not problem}
     cells = [(path, problem, t) for path, problem in checked for t in threads]
     rows: dict[int, dict] = {}            # cell -> its row from round 1 (an error row if a round failed)

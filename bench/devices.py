@@ -10,7 +10,7 @@ raises for a bad file or an unreachable device: the bench keeps going with the o
   ever reads a user's file name), the same worker runs there with ``--remote-python`` (the board needs
   only the base install: ``pip install edgecifar``, no TensorFlow), and its JSON line comes back.
 - ``android[:SERIAL]``: the file and TensorFlow Lite's ``benchmark_model`` binary are pushed with adb,
-  the binary runs there, and its timing and memory lines are parsed (:func:`parse_benchmark_model`).
+  the binary runs there, and its timing and memory lines are parsed (:mod:`edgecifar.bench.android`).
   ``benchmark_model`` feeds random inputs, so an Android row has latency and memory, not accuracy.
 - ``mcu``: TensorFlow Lite for Microcontrollers' interpreter in a fresh local process per file
   (:mod:`edgecifar.bench.mcu`): full-integer ``.tflite`` files only; ops, smallest arena, flash, accuracy
@@ -19,7 +19,9 @@ raises for a bad file or an unreachable device: the bench keeps going with the o
 One table of devices, keyed by scheme (as the model registry is by name): each class is ``@register``-ed
 with what it can run (suffixes, precisions), whether thread counts mean anything to it, how many test
 images it uses by default, and its own command-line options (:class:`Option`); ``edgecifar bench`` builds
-its flags from the table and ``open_device`` hands each device only its own.
+its flags from the table and ``open_device`` hands each device only its own. Each device decides in one
+place, :meth:`Device.plan`, which files it runs (and why not), at which thread counts. How rows are shown
+is :mod:`edgecifar.bench.report`'s business, not a device's.
 """
 
 from __future__ import annotations
@@ -36,8 +38,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar
 
-from edgecifar.bench.worker import PREFIX, exit_status, precision_from_name
+from edgecifar import micro
+from edgecifar.bench.android import benchmark_model_row, parse_benchmark_model
+from edgecifar.bench.worker import PREFIX, error, exit_status, precision_from_name
 from edgecifar.errors import EdgeCifarError
+from edgecifar.runtime import missing_runtime
+from edgecifar.units import plural
+
+#: Model files as the bench lists them, each with the one line saying why it cannot be benched (None: it can).
+Files = list[tuple[Path, str | None]]
 
 
 @dataclass(frozen=True)
@@ -60,39 +69,6 @@ class Job:
         return ["--images", images, "--threads", str(self.threads), "--runs", str(self.runs),
                 "--warmup", str(self.warmup), "--blocks", str(self.blocks), "--batch", str(self.batch),
                 "--runtime", self.runtime, *([] if self.accuracy else ["--no-accuracy"]), "--", file]
-
-
-def error(message: str, **extra) -> dict:
-    return {"status": "error", "error": message, **extra}
-
-
-def device_result(runtime: str, *, images: int = 0, correct: int = 0, latency: dict | None = None,
-                  load_ms: float = float("nan"), peak_rss_mb: float = float("nan"), status: str = "ok",
-                  error: str | None = None, note: str | None = None, predictions: list[int] | None = None,
-                  figures: dict | None = None) -> dict:
-    """A result in the worker's shape for a device that does not run the worker (android, mcu).
-
-    What the device did not measure is NaN (so reports show "–"); accuracy and its interval come from
-    ``correct``/``images``; ``figures`` are the device's own row fields (e.g. the mcu's arena).
-    """
-    from edgecifar.metrics import wilson_interval
-
-    nan = float("nan")
-    low, high = wilson_interval(correct, images) if images else (nan, nan)
-    lat = {"runs": 0, "blocks": 0, "median_ms": nan, "p90_ms": nan, "p99_ms": nan, "mean_ms": nan, "min_ms": nan,
-           "spread_lo_ms": nan, "spread_hi_ms": nan, "iqr_ms": nan, **(latency or {})}
-    out = {"status": status, "runtime": runtime, "images": images, "correct": correct,
-           "accuracy": correct / images if images else nan, "ci_low": low, "ci_high": high, "latency": lat,
-           "throughput_ips": nan, "load_ms": load_ms, "peak_rss_mb": peak_rss_mb}
-    if error is not None:
-        out["error"] = error
-    if note:
-        out["note"] = note
-    if predictions is not None:
-        out["predictions"] = predictions
-    if figures:
-        out["figures"] = figures
-    return out
 
 
 # --------------------------------------------------------------------------- the table of devices
@@ -121,6 +97,7 @@ class Device:
     threaded: ClassVar[bool] = True                # False: one row per file, --threads ignored
     timed: ClassVar[bool] = True                   # False: no latency is measured (--runs/--warmup moot)
     default_images: ClassVar[int | None] = None    # test images when --limit is not given (None: all)
+    host_runtimes: ClassVar[bool] = False          # True: runs files with this install's runtimes, on this CPU
     options: ClassVar[tuple[Option, ...]] = ()
 
     @classmethod
@@ -139,31 +116,68 @@ class Device:
             return f"{path}: {self.scheme} devices run {' and '.join(self.suffixes)} files only"
         return None
 
+    def plan(self, files: Files, threads: list[int], named: bool) -> "Plan":
+        """What this device runs of ``files``, at which of ``threads``: the one place that decides it.
+
+        Files the user named are all kept (one it cannot run gets an error row saying why: the user asked for
+        it). Default files it cannot run are left out, named in one line by reason, and so, on a device that
+        uses this install's runtimes, are those no runtime installed here loads (an error when none is left).
+        Planning a plan again changes nothing, so :func:`edgecifar.bench.core.run_bench` may re-check it.
+        """
+        threads = list(threads) if self.threaded else list(threads[:1])
+        if named:
+            return Plan([(path, problem or self.refusal(path)) for path, problem in files], threads)
+        refused = {p: why.removeprefix(f"{p}: ") for p, problem in files if not problem and (why := self.refusal(p))}
+        kept = [(p, problem) for p, problem in files if p not in refused]
+        skipped = []
+        if refused:
+            groups = {why: [p.name for p, r in refused.items() if r == why] for why in refused.values()}
+            skipped.append(f"skipped {plural(len(refused), 'file')} {self.name} cannot run: "
+                           + "; ".join(f"{', '.join(names)} ({why})" for why, names in groups.items()))
+        if self.host_runtimes:
+            kept, missing = runnable_here(kept)
+            skipped += [missing] if missing else []
+        return Plan(kept, threads, tuple(skipped))
+
     def run(self, job: "Job") -> dict:  # pragma: no cover - every device overrides it
         raise NotImplementedError
 
     def close(self) -> None:
         pass
 
-    # How its rows are shown: the generic bench table unless the device has figures of its own.
-    def table(self, rows: list[dict], title: str):
-        from edgecifar.bench import report
 
-        return report.table(rows, title=title)
+@dataclass(frozen=True)
+class Plan:
+    """What a device will run (:meth:`Device.plan`): each file with its problem (the listing's, or why this
+    device cannot run it: an error row), the thread counts that mean something to it, and one line per kind of
+    default file it left out."""
 
-    def markdown(self, rows: list[dict], meta: dict) -> str:
-        from edgecifar.bench import report
+    files: Files
+    threads: list[int]
+    skipped: tuple[str, ...] = ()
 
-        return report.markdown(rows, meta)
 
-    def legend(self, runs: int, blocks: int, rounds: int = 1) -> list[str]:
-        if rounds == 1:
-            return [f"lat ms = median of {blocks} block medians of {runs} batch-1 runs; spread = min–max of the "
-                    "block medians (wide spread = a noisy machine); p90/p99 pooled; * = on the Pareto front."]
-        return [f"lat ms = median over {rounds} interleaved rounds of each round's median of {blocks} block medians "
-                f"of {runs} batch-1 runs; spread = min–max of the round medians (wide spread = a drifting "
-                "machine); p90/p99 pooled within a round, they and throughput the median over rounds; load and memory "
-                "from round 1; * = on the Pareto front."]
+def runnable_here(files: Files) -> tuple[Files, str | None]:
+    """The files a runtime installed here can run, and one line saying what was skipped (None if nothing).
+
+    For the default paths only: a file the user names is benched regardless, and fails in its own row.
+    """
+    kept: Files = []
+    skipped: dict[str, list[Path]] = {}
+    for path, problem in files:
+        missing = None if problem else missing_runtime(path)
+        if missing:
+            skipped.setdefault(missing, []).append(path)
+        else:
+            kept.append((path, problem))
+    if not skipped:
+        return kept, None
+    parts = [f"{plural(len(paths), ' and '.join(sorted({p.suffix for p in paths})) + ' file')}: {missing}"
+             for missing, paths in skipped.items()]
+    line = "skipped " + "; ".join(parts)
+    if not kept:
+        raise EdgeCifarError(f"nothing this install can run: {line}")
+    return kept, line
 
 
 DEVICES: dict[str, type[Device]] = {}
@@ -237,6 +251,7 @@ class LocalDevice(Device):
 
     scheme = usage = name = "cpu"
     module = "edgecifar.bench.worker"
+    host_runtimes = True
 
     def __init__(self, python: str | None = None):
         self.python = python or sys.executable
@@ -438,87 +453,6 @@ def _last_line(text: str, returncode: int | None = None) -> str:
 
 # --------------------------------------------------------------------------- Android over adb
 
-_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
-_TIMINGS_RE = re.compile(rf"Inference timings in us: Init: ({_NUM}), First inference: ({_NUM}), "
-                         rf"Warmup \(avg\): ({_NUM}), Inference \(avg\): ({_NUM})")
-_STATS_RE = re.compile(r"(?<![\w(])count=(\d+)((?:\s+\w+=" + _NUM + r")*)")
-_PAIR_RE = re.compile(rf"(\w+)=({_NUM})")
-_DELTA_RE = re.compile(rf"Memory footprint delta from the start of the tool \(MB\): init=({_NUM}) overall=({_NUM})")
-_PEAK_RE = re.compile(rf"Peak memory footprint \(MB\): init=({_NUM}) overall=({_NUM})")
-_PERIODIC_RE = re.compile(rf"Overall peak memory footprint \(MB\) via periodic monitoring: ({_NUM})")
-_SIZE_RE = re.compile(rf"The input model file size \(MB\): ({_NUM})")
-_ERROR_RE = re.compile(r"(?:^|\s)ERROR: (.+?)\s*$")
-
-
-def parse_benchmark_model(text: str) -> dict:
-    """Timing and memory figures from TensorFlow Lite ``benchmark_model`` output (any version's format).
-
-    Times come back in milliseconds. Handles plain lines, ``INFO:``-prefixed lines and logcat lines;
-    the older ``Peak memory footprint (MB): init= overall=`` (peak RSS), the newer ``Memory footprint
-    delta from the start of the tool (MB)`` (growth since start) and the optional ``Overall peak
-    memory footprint (MB) via periodic monitoring``. Without a timings line, ``error`` says why.
-    """
-    out: dict = {}
-    lines = text.splitlines()
-    timing_line = None
-    for i, line in enumerate(lines):
-        m = _TIMINGS_RE.search(line)
-        if m:
-            timing_line = i
-            init, first, warm, avg = (float(v) for v in m.groups())
-            out.update(init_ms=init / 1e3, first_ms=first / 1e3, warmup_avg_ms=warm / 1e3, avg_ms=avg / 1e3)
-    # The regular runs' statistics: the last "count=" line before the timings (op-profiling tables
-    # print more "Timings (microseconds): count=..." lines after it).
-    end = timing_line if timing_line is not None else len(lines)
-    for line in reversed(lines[:end]):
-        if "Timings (microseconds)" in line:
-            continue
-        m = _STATS_RE.search(line)
-        if m:
-            out["runs"] = int(m.group(1))
-            for key, value in _PAIR_RE.findall(m.group(2)):
-                if key in ("min", "max", "std", "p5", "median", "p95"):  # first/avg come from the timings line
-                    out[f"{key}_ms"] = float(value) / 1e3
-            break
-    for line in lines:
-        if m := _DELTA_RE.search(line):
-            out.update(mem_init_mb=float(m.group(1)), mem_overall_mb=float(m.group(2)), mem_kind="delta")
-        elif m := _PEAK_RE.search(line):
-            out.update(mem_init_mb=float(m.group(1)), mem_overall_mb=float(m.group(2)), mem_kind="peak")
-        if m := _PERIODIC_RE.search(line):
-            out["peak_mem_mb"] = float(m.group(1))
-        if m := _SIZE_RE.search(line):
-            out["model_mb"] = float(m.group(1))
-    if "avg_ms" not in out:
-        errors = [m.group(1) for line in lines if (m := _ERROR_RE.search(line))]
-        failed = any("Benchmarking failed" in line for line in lines)
-        reason = errors[0] if errors else ("Benchmarking failed" if failed else "no timing lines in its output")
-        out["error"] = f"benchmark_model: {reason}"
-    return out
-
-
-def benchmark_model_row(parsed: dict) -> dict:
-    """A bench row (worker-result shape) from :func:`parse_benchmark_model`'s figures."""
-    if "error" in parsed:
-        return error(parsed["error"])
-    nan = float("nan")
-    median = parsed.get("median_ms", parsed["avg_ms"])
-    memory = parsed.get("peak_mem_mb")
-    if memory is None and parsed.get("mem_kind") == "peak":
-        memory = parsed.get("mem_overall_mb")
-    note = "latency: benchmark_model on random inputs (median if printed, else mean); accuracy not measured"
-    if memory is None and "mem_overall_mb" in parsed:
-        note += f"; memory = growth since start ({parsed['mem_overall_mb']:.1f} MB), not peak RSS"
-    row = device_result(
-        "benchmark_model",  # p90/p99 stay NaN: benchmark_model prints p95 at most (kept below)
-        latency={"runs": parsed.get("runs", 0), "blocks": 1, "median_ms": median, "mean_ms": parsed["avg_ms"],
-                 "min_ms": parsed.get("min_ms", nan), "spread_lo_ms": parsed.get("min_ms", nan),
-                 "spread_hi_ms": parsed.get("max_ms", nan)},
-        load_ms=parsed.get("init_ms", nan), peak_rss_mb=memory if memory is not None else nan, note=note)
-    row["benchmark_model"] = parsed
-    return row
-
-
 @register
 @dataclass
 class AndroidDevice(Device):
@@ -631,15 +565,13 @@ class MCUDevice(Device):
 
     scheme = usage = name = "mcu"
     module = "edgecifar.bench.mcu"
-    suffixes = (".tflite",)
-    precisions = ("int8",)
+    suffixes = micro.SUFFIXES
+    precisions = micro.PRECISIONS
     threaded = False          # TFLite Micro runs one thread
     timed = False             # this CPU is not the chip: no latency is claimed
     default_images = 1000     # reference kernels: ~9 ms per image for ResNet-8 on this CPU
 
     def __init__(self, python: str | None = None):
-        from edgecifar import micro
-
         if not micro.installed():
             raise EdgeCifarError(f"--device mcu needs TFLite Micro ({micro.INSTALL})")
         self.python = python or sys.executable
@@ -699,18 +631,3 @@ class MCUDevice(Device):
         if m:
             result["error"] = f"{path}: TFLite Micro crashed ({m.group(1)}) preparing or running this file"
         return result
-
-    def table(self, rows: list[dict], title: str):
-        from edgecifar.bench import mcu
-
-        return mcu.table(rows, title)
-
-    def markdown(self, rows: list[dict], meta: dict) -> str:
-        from edgecifar.bench import mcu
-
-        return mcu.markdown(rows, meta)
-
-    def legend(self, runs: int, blocks: int, rounds: int = 1) -> list[str]:
-        from edgecifar.bench import mcu
-
-        return mcu.legend()

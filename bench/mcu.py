@@ -2,7 +2,7 @@
 
     python -m edgecifar.bench.mcu FILE [--images TEST.npz]
 
-Prints one JSON line (the worker's prefix and shape, built by ``devices.device_result``): whether every op
+Prints one JSON line (the worker's prefix and shape, built by ``worker.device_result``): whether every op
 has a TFLite Micro kernel (the missing ones named), the smallest arena that allocates and the interpreter's
 own arena total, flash (the file's size), MACs counted from the flatbuffer, which microcontroller classes
 it fits (:data:`edgecifar.micro.CHIPS`) and, with ``--images``, top-1 under TFLite Micro's reference kernels
@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecifar import micro
-from edgecifar.bench.devices import device_result
-from edgecifar.bench.worker import PREFIX
+from edgecifar.bench.worker import PREFIX, device_result
 from edgecifar.errors import one_line
 from edgecifar.units import percent, size
 

@@ -1,4 +1,4 @@
-"""Bench rows as a rich table, JSON and CSV (atomic writes)."""
+"""Bench rows as a rich table, JSON and CSV (atomic writes); how each device's rows are shown (:func:`view`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import io
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
+from edgecifar.bench import mcu
 from edgecifar.bench.core import fields, finite, measured
 from edgecifar.bench.pareto import pareto_front
 from edgecifar import units
@@ -215,3 +218,36 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 def write_markdown_report(path: str | Path, rows: list[dict], meta: dict) -> Path:
     return write_text(path, markdown(rows, meta))
+
+
+def legend(runs: int, blocks: int, rounds: int = 1) -> list[str]:
+    """What the bench table's latency columns mean, for this many runs, blocks and rounds."""
+    if rounds == 1:
+        return [f"lat ms = median of {blocks} block medians of {runs} batch-1 runs; spread = min–max of the "
+                "block medians (wide spread = a noisy machine); p90/p99 pooled; * = on the Pareto front."]
+    return [f"lat ms = median over {rounds} interleaved rounds of each round's median of {blocks} block medians "
+            f"of {runs} batch-1 runs; spread = min–max of the round medians (wide spread = a drifting "
+            "machine); p90/p99 pooled within a round, they and throughput the median over rounds; load and memory "
+            "from round 1; * = on the Pareto front."]
+
+
+# --------------------------------------------------------------------------- how each device's rows are shown
+
+@dataclass(frozen=True)
+class View:
+    """A device's table, Markdown and legend lines (``legend(runs, blocks, rounds)``)."""
+
+    table: Callable[[list[dict], str], Any]
+    markdown: Callable[[list[dict], dict], str]
+    legend: Callable[[int, int, int], list[str]]
+
+
+BENCH = View(table, markdown, legend)
+#: Devices whose rows have figures of their own, by scheme (:data:`edgecifar.bench.devices.DEVICES`); the
+#: others get :data:`BENCH`. The mcu times nothing: its legend is the chips it checks against.
+VIEWS: dict[str, View] = {"mcu": View(mcu.table, mcu.markdown, lambda runs, blocks, rounds=1: mcu.legend())}
+
+
+def view(scheme: str) -> View:
+    """How the rows of a device of ``scheme`` are shown."""
+    return VIEWS.get(scheme, BENCH)

@@ -47,6 +47,44 @@ PREFIX = "EDGECIFAR-BENCH "
 VERSIONED = ("ai-edge-litert", "tflite-runtime", "onnxruntime", "numpy")
 
 
+# --------------------------------------------------------------------------- the result's shape
+
+def error(message: str, **extra) -> dict:
+    """A failed result: one line saying why (a device's, or this worker's)."""
+    return {"status": "error", "error": message, **extra}
+
+
+def device_result(runtime: str, *, images: int = 0, correct: int = 0, latency: dict | None = None,
+                  load_ms: float = float("nan"), peak_rss_mb: float = float("nan"), status: str = "ok",
+                  error: str | None = None, note: str | None = None, predictions: list[int] | None = None,
+                  figures: dict | None = None) -> dict:
+    """A result in the worker's shape for a device that does not run the worker (android, mcu).
+
+    What the device did not measure is NaN (so reports show "–"); accuracy and its interval come from
+    ``correct``/``images``; ``figures`` are the device's own row fields (e.g. the mcu's arena).
+    """
+    from edgecifar.metrics import wilson_interval
+
+    nan = float("nan")
+    low, high = wilson_interval(correct, images) if images else (nan, nan)
+    lat = {"runs": 0, "blocks": 0, "median_ms": nan, "p90_ms": nan, "p99_ms": nan, "mean_ms": nan, "min_ms": nan,
+           "spread_lo_ms": nan, "spread_hi_ms": nan, "iqr_ms": nan, **(latency or {})}
+    out = {"status": status, "runtime": runtime, "images": images, "correct": correct,
+           "accuracy": correct / images if images else nan, "ci_low": low, "ci_high": high, "latency": lat,
+           "throughput_ips": nan, "load_ms": load_ms, "peak_rss_mb": peak_rss_mb}
+    if error is not None:
+        out["error"] = error
+    if note:
+        out["note"] = note
+    if predictions is not None:
+        out["predictions"] = predictions
+    if figures:
+        out["figures"] = figures
+    return out
+
+
+# --------------------------------------------------------------------------- what is measured
+
 def _parent_exe() -> str:
     try:
         return os.readlink(f"/proc/{os.getppid()}/exe")

@@ -38,6 +38,11 @@ MODULE = "tflite_micro.python.tflite_micro.runtime"
 RUNTIME = "tflite-micro"
 INSTALL = "pip install 'edgecifar[mcu]'"
 
+#: What runs on a microcontroller: full-integer TensorFlow Lite files. One home for it: the mcu bench device
+#: refuses the rest and export checks exactly these in TFLite Micro.
+SUFFIXES = (".tflite",)
+PRECISIONS = ("int8",)
+
 KiB, MiB = 1024, 1024 * 1024
 ARENA_FLOOR = 1 * KiB        # measured here: arenas of 450 B and less crash TFLite Micro (SIGSEGV)
 ARENA_START = 1 * MiB        # first try; doubled while the arena is what is short
@@ -82,6 +87,12 @@ def fits(arena: int | None, flash: int | None, chips: tuple[Chip, ...] = CHIPS) 
     if arena is None or flash is None:
         return []
     return [c.name for c in chips if arena <= c.sram and flash <= c.flash]
+
+
+def runs_format(suffix: str, precision: str | None) -> bool:
+    """Whether files of this suffix and precision are the kind a microcontroller runs (:data:`SUFFIXES`,
+    :data:`PRECISIONS`): the formats export checks in TFLite Micro."""
+    return suffix.lower() in SUFFIXES and precision in PRECISIONS
 
 
 def installed() -> bool:
@@ -243,7 +254,7 @@ class MicroModel:
     runtime = RUNTIME
 
     def __init__(self, path: str | Path, arena: int):
-        from edgecifar.runtime import Quant, _check_input_shape
+        from edgecifar.runtime import _check_input_shape
 
         self.path = Path(path)
         self.interpreter, text = _interpreter(self.path.read_bytes(), arena)

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgecifar import data as cifar
+from edgecifar import micro
 from edgecifar.errors import EdgeCifarError, one_line
 from edgecifar.export import calibration, manifest, tta
 from edgecifar.export.formats import FORMATS, Format
@@ -185,10 +186,8 @@ def _run(cfg: ExportConfig, out: Path, say: Callable[[str], None]) -> Report:
 
 
 def runs_on_mcu(fmt: Format) -> bool:
-    """The formats the mcu device declares it runs (full-integer .tflite)."""
-    from edgecifar.bench.devices import MCUDevice
-
-    return fmt.suffix in MCUDevice.suffixes and fmt.precision in (MCUDevice.precisions or (fmt.precision,))
+    """The formats a microcontroller runs (full-integer .tflite), as :mod:`edgecifar.micro` defines them."""
+    return micro.runs_format(fmt.suffix, fmt.precision)
 
 
 def _export_one(fmt: Format, job: ExportJob, out: Path, split, reference: np.ndarray, threshold: float,

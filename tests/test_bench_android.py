@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from edgecifar.bench.devices import AndroidDevice, Job, benchmark_model_row, open_device, parse_benchmark_model
+from edgecifar.bench.android import benchmark_model_row, parse_benchmark_model
+from edgecifar.bench.devices import AndroidDevice, Job, open_device
 
 # lp6m/yolov5s_android, benchmark/README.md (commit 7b789d1023e0d78a2d6cb9287a002c939ab4e67a):
 # TF 2.4.0 benchmark_model on a Xiaomi Mi11, fp32 YOLOv5s on CPU. Old "Peak memory footprint" format.

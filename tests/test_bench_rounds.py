@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgecifar.bench import core, rounds
-from edgecifar.bench.devices import Job, parse_worker_output
+from edgecifar.bench.devices import Device, Job, parse_worker_output
 from edgecifar.errors import EdgeCifarError
 
 EDGECIFAR = str(Path(sys.executable).with_name("edgecifar"))  # the console script of this venv
@@ -27,13 +27,11 @@ QUICK = ["--runs", "10", "--warmup", "2", "--limit", "40"]
 medians = st.lists(st.floats(min_value=1e-3, max_value=1e3, allow_nan=False), min_size=1, max_size=9)
 
 
-class RecordingDevice:
+class RecordingDevice(Device):
     """A device whose one-thread latencies are given per (file name, round), n threads running n times faster,
-    and which records every job it runs."""
+    and which records every job it runs (and runs any file, unless a test gives it a ``refusal``)."""
 
-    name = "fake"
-    threaded = True
-    timed = True
+    scheme = usage = name = "fake"
 
     def __init__(self, latency: dict[tuple[str, int], float], fail: dict[tuple[str, int], str] | None = None):
         self.latency, self.fail, self.jobs = latency, fail or {}, []
@@ -51,6 +49,9 @@ class RecordingDevice:
         if job.accuracy:
             result.update(images=4, correct=3, accuracy=0.75)
         return result
+
+    def refusal(self, path: Path) -> str | None:
+        return None
 
     def close(self) -> None:
         pass
@@ -148,6 +149,37 @@ def test_a_row_that_fails_in_a_later_round_is_an_error_naming_the_round_and_is_n
     assert rows[1]["error"] == "round 2: worker crashed"
 
 
+# --------------------------------------------------------------------------- what a device runs: its plan
+
+class OneThreadTFLite(Device):
+    """A device that runs .tflite files only, on one thread."""
+
+    scheme = usage = name = "tfl"
+    suffixes = (".tflite",)
+    threaded = False
+
+
+def test_a_device_leaves_default_files_it_cannot_run_out_in_one_line_by_reason_and_keeps_named_ones_with_it():
+    a, b, c, d = (Path("/nonexistent") / n for n in ("a.tflite", "b.onnx", "c.onnx", "d.tflite"))
+    listed = [(a, None), (b, None), (c, None), (d, f"{d}: no such file")]
+    default = OneThreadTFLite().plan(listed, [1, 2], named=False)
+    assert default.files == [(a, None), (d, f"{d}: no such file")] and default.threads == [1]
+    assert default.skipped == ("skipped 2 files tfl cannot run: b.onnx, c.onnx (tfl devices run .tflite files only)",)
+    named = OneThreadTFLite().plan(listed, [1, 2], named=True)
+    assert named.files == [(a, None), (b, f"{b}: tfl devices run .tflite files only"),
+                           (c, f"{c}: tfl devices run .tflite files only"), (d, f"{d}: no such file")]
+    assert named.skipped == ()
+
+
+def test_a_plan_planned_again_is_the_same_plan_so_run_bench_may_recheck_it():
+    listed = [(Path("/nonexistent") / n, None) for n in ("a.tflite", "b.onnx")]
+    for device, threads in ((OneThreadTFLite(), [1]), (RecordingDevice({}), [1, 2, 4])):
+        for named in (False, True):
+            plan = device.plan(listed, [1, 2, 4], named)
+            again = device.plan(plan.files, plan.threads, named=True)
+            assert (again.files, again.threads) == (plan.files, plan.threads) and plan.threads == threads
+
+
 # --------------------------------------------------------------------------- the maths
 
 def test_round_robin_order_is_every_key_per_round():
@@ -191,8 +223,10 @@ def test_the_reference_is_found_by_path_or_by_a_unique_name(tmp_path):
         core.find_reference(listed, tmp_path / "z" / "ref.tflite")
     with pytest.raises(EdgeCifarError, match="ref.tflite: no such file"):
         core.find_reference([(c, f"{c}: no such file")], c)
-    with pytest.raises(EdgeCifarError, match="refused"):
-        core.find_reference(listed, c, refusal=lambda p: f"{p}: refused")
+    refusing = RecordingDevice({})   # a file the device cannot run: its plan says why, and so does --reference
+    refusing.refusal = lambda p: f"{p}: refused" if p == c else None
+    with pytest.raises(EdgeCifarError, match="ref.tflite: refused"):
+        core.find_reference(refusing.plan(listed, [1], named=True).files, c)
 
 
 # --------------------------------------------------------------------------- the command and its worker

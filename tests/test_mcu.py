@@ -114,6 +114,26 @@ def test_every_device_is_registered_by_scheme_with_what_it_runs_and_its_own_flag
     assert [o.flag for o in DEVICES["android"].options] == ["--benchmark-binary"]
 
 
+def test_only_the_local_device_runs_files_with_this_installs_runtimes_and_has_this_machines_cpu_facts():
+    assert [scheme for scheme, d in DEVICES.items() if d.host_runtimes] == ["cpu"]
+
+
+def test_the_mcu_device_and_export_read_one_definition_of_what_a_microcontroller_runs():
+    from edgecifar.export.formats import FORMATS
+    from edgecifar.export.pipeline import runs_on_mcu
+
+    assert MCUDevice.suffixes is micro.SUFFIXES and MCUDevice.precisions is micro.PRECISIONS
+    assert [f.key for f in FORMATS if runs_on_mcu(f)] == ["int8"]
+
+
+def test_mcu_rows_are_shown_as_mcu_rows_and_every_other_devices_as_bench_rows():
+    from edgecifar.bench import mcu, report
+
+    shown = report.view("mcu")
+    assert (shown.table, shown.markdown) == (mcu.table, mcu.markdown) and shown.legend(200, 5, 1) == mcu.legend()
+    assert all(report.view(scheme) is report.BENCH for scheme in DEVICES if scheme != "mcu")
+
+
 def test_a_scheme_or_flag_registered_twice_is_refused():
     class Again(Device):
         scheme = usage = "mcu"
