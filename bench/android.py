@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-from edgecifar.bench.worker import device_result, error
+from edgecifar.bench.worker import device_result
+from edgecifar.workers import error
 
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _TIMINGS_RE = re.compile(rf"Inference timings in us: Init: ({_NUM}), First inference: ({_NUM}), "

@@ -27,7 +27,6 @@ is :mod:`edgecifar.bench.report`'s business, not a device's.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shlex
@@ -40,10 +39,11 @@ from typing import Callable, ClassVar
 
 from edgecifar import micro
 from edgecifar.bench.android import benchmark_model_row, parse_benchmark_model
-from edgecifar.bench.worker import PREFIX, error, exit_status, precision_from_name
+from edgecifar.bench.worker import precision_from_name
 from edgecifar.errors import EdgeCifarError
 from edgecifar.runtime import missing_runtime
 from edgecifar.units import plural
+from edgecifar.workers import error, parse_worker_output, run_module
 
 #: Model files as the bench lists them, each with the one line saying why it cannot be benched (None: it can).
 Files = list[tuple[Path, str | None]]
@@ -228,21 +228,6 @@ def click_options(fn: Callable) -> Callable:
     return fn
 
 
-def parse_worker_output(stdout: str, stderr: str, returncode: int | None) -> dict:
-    """The worker's JSON line, or an error naming what went wrong (a crash, a missing package...)."""
-    for line in reversed(stdout.splitlines()):
-        if line.startswith(PREFIX):
-            try:
-                return json.loads(line[len(PREFIX):])
-            except json.JSONDecodeError:
-                return error("worker printed a malformed result line")
-    if returncode is not None and returncode < 0:
-        return error(f"worker crashed ({exit_status(returncode)})")
-    lines = [ln.strip() for ln in (stderr or "").splitlines() if ln.strip()]
-    last = lines[-1] if lines else f"exit code {returncode}"
-    return error(f"worker failed: {last}")
-
-
 # --------------------------------------------------------------------------- this machine
 
 @register
@@ -261,19 +246,6 @@ class LocalDevice(Device):
 
     def run(self, job: Job) -> dict:
         return run_module(self.python, self.module, self.arguments(job), job.timeout)
-
-
-def run_module(python: str, module: str, args: list[str], timeout: float) -> dict:
-    """``python -m module args`` in a fresh local process: its result line, or an error row."""
-    cmd = [python, "-m", module, *args]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return error(f"worker timed out after {timeout:.0f} s")
-    except OSError as exc:
-        return error(f"cannot start {python}: {exc.strerror or exc}")
-    return parse_worker_output(proc.stdout, proc.stderr, proc.returncode)
 
 
 # --------------------------------------------------------------------------- a Linux board over ssh
@@ -617,17 +589,8 @@ class MCUDevice(Device):
 
     def run(self, job: Job) -> dict:
         args = ["--images", str(job.images), "--", str(job.file)]   # "--": a file named "-h.tflite" is a file
-        return self._crash_named(run_module(self.python, self.module, args, job.timeout), job.file)
+        return micro.crash_named(run_module(self.python, self.module, args, job.timeout), job.file)
 
     def check(self, path: Path, timeout: float = 300.0) -> dict:
-        """Ops, smallest arena and fit of one file, without images (the export's check), in its own process."""
-        return self._crash_named(run_module(self.python, self.module, ["--", str(path)], timeout), path)
-
-    @staticmethod
-    def _crash_named(result: dict, path: Path) -> dict:
-        """TFLite Micro aborts on some files (a CHECK in a kernel's Prepare, e.g. a softmax whose input
-        scale is ~1e-9) where LiteRT runs them: say so instead of "worker crashed"."""
-        m = re.fullmatch(r"worker crashed \((.+)\)", result.get("error") or "")
-        if m:
-            result["error"] = f"{path}: TFLite Micro crashed ({m.group(1)}) preparing or running this file"
-        return result
+        """Ops, smallest arena and fit of one file, without images (export's check too), in its own process."""
+        return micro.check_in_process(path, timeout, self.python)

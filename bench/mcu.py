@@ -7,7 +7,8 @@ has a TFLite Micro kernel (the missing ones named), the smallest arena that allo
 own arena total, flash (the file's size), MACs counted from the flatbuffer, which microcontroller classes
 it fits (:data:`edgecifar.micro.CHIPS`) and, with ``--images``, top-1 under TFLite Micro's reference kernels
 and its agreement with LiteRT on the same images. No latency: this CPU is not the chip. Without
-``--images`` it checks only (what ``edgecifar export --int8`` reports). Never a traceback.
+``--images`` it checks only (as ``python -m edgecifar.micro FILE`` does, for export and this device's
+refusals). Never a traceback.
 """
 
 from __future__ import annotations
@@ -29,19 +30,12 @@ NOTE = ("mcu: TFLite Micro's reference kernels on this CPU (accuracy, arena, fla
         "no latency is claimed for a chip")
 
 
-def figures(c: micro.MicroCheck) -> dict:
-    """The mcu's own row fields."""
-    return {"arena_bytes": c.arena, "arena_recorded_bytes": c.arena_recorded, "flash_bytes": c.flash,
-            "macs": c.macs, "ops": c.ops, "unsupported_ops": c.unsupported, "micro": c.summary(),
-            "fits": c.fits}
-
-
 def measure(path: Path, images: np.ndarray | None = None, labels: np.ndarray | None = None) -> dict:
     """The check, then (with images) accuracy under TFLite Micro and top-1 agreement with LiteRT."""
     from edgecifar import metrics, runtime
 
     c = micro.check(path)
-    figs = figures(c)
+    figs = micro.figures(c)
     if not c.runs:
         return device_result(micro.RUNTIME, status="error", error=f"{path}: {c.summary()}", figures=figs)
     if images is None:

@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import resource
-import signal
 import sys
 import time
 import zlib
@@ -40,19 +39,13 @@ from typing import Callable
 
 import numpy as np
 
-#: JSON lines from the worker start with this, so a caller can find it among other output (ssh banners).
-PREFIX = "EDGECIFAR-BENCH "
+from edgecifar.workers import PREFIX, exit_status  # noqa: F401 - exit_status: predict_worker's name for it
 
 #: Packages whose versions decide a result (kernels differ between releases), reported when installed.
 VERSIONED = ("ai-edge-litert", "tflite-runtime", "onnxruntime", "numpy")
 
 
 # --------------------------------------------------------------------------- the result's shape
-
-def error(message: str, **extra) -> dict:
-    """A failed result: one line saying why (a device's, or this worker's)."""
-    return {"status": "error", "error": message, **extra}
-
 
 def device_result(runtime: str, *, images: int = 0, correct: int = 0, latency: dict | None = None,
                   load_ms: float = float("nan"), peak_rss_mb: float = float("nan"), status: str = "ok",
@@ -274,16 +267,6 @@ def _missing_runtime(file: str) -> str | None:
     from edgecifar.runtime import RUNTIME_PACKAGES, missing_runtime
 
     return missing_runtime(file) if Path(file).suffix.lower() in RUNTIME_PACKAGES else None
-
-
-def exit_status(returncode: int | None) -> str:
-    """How a worker process ended, for one line: ``SIGSEGV`` for a signal, else ``exit code N``."""
-    if returncode is None or returncode >= 0:
-        return f"exit code {returncode}"
-    try:
-        return signal.Signals(-returncode).name
-    except ValueError:
-        return f"signal {-returncode}"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -31,8 +32,9 @@ from typing import Callable
 import numpy as np
 
 from edgecifar import tflite_graph
-from edgecifar.errors import MissingDependency, ModelError
+from edgecifar.errors import MissingDependency, ModelError, one_line
 from edgecifar.fdcapture import Captured
+from edgecifar.workers import PREFIX, error, run_module
 
 MODULE = "tflite_micro.python.tflite_micro.runtime"
 RUNTIME = "tflite-micro"
@@ -245,6 +247,50 @@ def missing_ops(data: bytes, graph: tflite_graph.Graph) -> list[str]:
     return missing
 
 
+# --------------------------------------------------------------------------- the check in a process of its own
+
+def figures(c: MicroCheck) -> dict:
+    """The check's figures as result fields (the mcu bench rows' own columns, export's micro column)."""
+    return {"arena_bytes": c.arena, "arena_recorded_bytes": c.arena_recorded, "flash_bytes": c.flash,
+            "macs": c.macs, "ops": c.ops, "unsupported_ops": c.unsupported, "micro": c.summary(),
+            "fits": c.fits}
+
+
+def check_in_process(path: Path, timeout: float = 300.0, python: str | None = None) -> dict:
+    """:func:`check` of ``path`` in a fresh process (TFLite Micro can crash on a hostile or odd file), as
+    ``{"status", "error"?, "figures"}``: what export and the mcu bench device ask before running a file."""
+    result = run_module(python or sys.executable, __name__, ["--", str(path)], timeout)
+    return crash_named(result, path)
+
+
+def crash_named(result: dict, path: Path) -> dict:
+    """TFLite Micro aborts on some files (a CHECK in a kernel's Prepare, e.g. a softmax whose input scale is
+    ~1e-9) where LiteRT runs them: say so instead of "worker crashed"."""
+    m = re.fullmatch(r"worker crashed \((.+)\)", result.get("error") or "")
+    if m:
+        result["error"] = f"{path}: TFLite Micro crashed ({m.group(1)}) preparing or running this file"
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edgecifar.micro -- FILE``: the check, printed as one result line; never a traceback."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m edgecifar.micro", description=check.__doc__.split("(")[0])
+    parser.add_argument("file")
+    path = Path(parser.parse_args(argv).file)
+    try:
+        c = check(path)
+        result = {"status": "ok", "figures": figures(c)} if c.runs else \
+            error(f"{path}: {c.summary()}", figures=figures(c))
+    except Exception as exc:  # one line for the caller, never a traceback
+        result = error(one_line(exc, limit=None))
+    sys.stdout.write(PREFIX + json.dumps(result, allow_nan=True) + "\n")
+    sys.stdout.flush()
+    return 0 if result["status"] == "ok" else 1
+
+
 # --------------------------------------------------------------------------- running it
 
 class MicroModel:
@@ -282,3 +328,7 @@ def _quant(detail: dict):
     if dtype.kind == "f" or not scales:
         return Quant(0.0, 0, dtype)
     return Quant(float(scales[0]), int(zero_points[0]), dtype)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecifar import metrics, runtime
-from edgecifar.errors import EdgeCifarError, one_line
+from edgecifar.errors import one_line
 from edgecifar.export.job import quiet
 
 PASSED, DROP, FAILED = "passed", "accuracy drop", "failed"
@@ -66,20 +66,17 @@ def validate(path: Path, images: np.ndarray, labels: np.ndarray, reference: np.n
 def micro_check(path: Path) -> dict:
     """Does ``path`` run in TensorFlow Lite for Microcontrollers, in what arena, and which ops stop it?
 
-    Asks the mcu device (its own process: TFLite Micro reports errors as C++ prints and can crash):
+    In a process of its own (:func:`edgecifar.micro.check_in_process`: TFLite Micro reports errors as C++ prints
+    and can crash):
     ``{"runs": bool, "arena_bytes": int | None, "unsupported_ops": [...], "summary": "<one line>"}``;
     ``runs`` is None when it could not be checked (tflite-micro not installed, or the check failed).
     """
     from edgecifar import micro
-    from edgecifar.bench.devices import open_device
 
     if not micro.installed():
         return {"runs": None, "arena_bytes": None, "unsupported_ops": [],
                 "summary": f"not checked: tflite-micro is not installed ({micro.INSTALL})"}
-    try:
-        result = open_device("mcu").check(path)
-    except EdgeCifarError as exc:
-        return {"runs": None, "arena_bytes": None, "unsupported_ops": [], "summary": f"not checked: {exc}"}
+    result = micro.check_in_process(path)
     figures = result.get("figures") or {}
     if "TFLite Micro crashed" in (result.get("error") or ""):  # it aborts on this file: that is a verdict
         return {"runs": False, "arena_bytes": None, "unsupported_ops": [],

@@ -69,9 +69,20 @@ def test_no_bench_or_export_module_imports_one_that_imports_it_back():
     assert a_loop(graph) is None
 
 
-def test_exports_pipeline_imports_nothing_from_the_bench():
+def test_no_export_module_imports_anything_from_the_bench():
     graph = import_graph()
-    assert not {m for m in graph["edgecifar.export.pipeline"] if m.startswith("edgecifar.bench.")}
+    assert {name: sorted(m for m in imported if m.startswith("edgecifar.bench."))
+            for name, imported in graph.items() if name.startswith("edgecifar.export.")} == \
+        {name: [] for name in graph if name.startswith("edgecifar.export.")}
+
+
+def test_what_runs_on_a_microcontroller_and_its_check_in_a_process_live_in_edgecifar_not_in_the_bench():
+    import edgecifar.micro
+    import edgecifar.workers
+
+    bench = set(modules())
+    for core in (edgecifar.micro, edgecifar.workers):
+        assert not {m for m in imports(Path(core.__file__), bench) if m.startswith("edgecifar.bench.")}
 
 
 def test_the_android_output_parser_is_a_module_the_device_table_imports_not_the_reverse():
