@@ -36,8 +36,8 @@ from typing import BinaryIO, TextIO
 import numpy as np
 
 from edgecifar import INPUT_SHAPE
-from edgecifar.bench.worker import exit_status
 from edgecifar.errors import EdgeCifarError, ModelError, one_line
+from edgecifar.workers import exit_status
 
 #: Every protocol line starts with this.
 PREFIX = "EDGECIFAR-PREDICT "

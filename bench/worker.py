@@ -39,7 +39,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgecifar.workers import PREFIX, exit_status  # noqa: F401 - exit_status: predict_worker's name for it
+from edgecifar.workers import PREFIX
 
 #: Packages whose versions decide a result (kernels differ between releases), reported when installed.
 VERSIONED = ("ai-edge-litert", "tflite-runtime", "onnxruntime", "numpy")
