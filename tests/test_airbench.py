@@ -13,7 +13,9 @@ import pytest
 from edgecifar import models
 from edgecifar.train import recipes
 from edgecifar.train.augment import AUGMENTATIONS, alternating_flips, mirror
-from edgecifar.train.runner import RunConfig, build_model, epoch_dataset, run
+from edgecifar.train.assemble import build_model
+from edgecifar.train.pipeline import epoch_dataset
+from edgecifar.train.runner import RunConfig, run
 
 EDGE_FAST_BN_CHANNELS = 2 * (32 + 128 + 128)   # two BatchNorm layers per stage
 

@@ -65,7 +65,7 @@ def test_the_teacher_runs_once_and_is_reused_from_the_run_folder(bench_models, t
 
 
 def test_the_epoch_pipeline_passes_soft_targets_through_unchanged():
-    from edgecifar.train.runner import epoch_dataset
+    from edgecifar.train.pipeline import epoch_dataset
 
     from conftest import separable_images
 

@@ -52,7 +52,9 @@ def test_a_bf16_run_ships_the_average_it_evaluated_and_reports_it_in_float32(syn
 
     from edgecifar import data as cifar
     from edgecifar.metrics import accuracy
-    from edgecifar.train.runner import _evaluate, build_model, predict
+    from edgecifar.train.assemble import build_model
+    from edgecifar.train.pipeline import predict
+    from edgecifar.train.runner import _evaluate
 
     recipe = recipes.get("bn_gap").with_overrides(epochs=2, batch_size=32, ema=0.9, mixed_bfloat16=True)
     cfg = RunConfig(recipe, out=tmp_path / "bf16", data=str(synthetic_archive), val_size=50, progress=False, seed=1)

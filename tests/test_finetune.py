@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from edgecifar.train import recipes
-from edgecifar.train.finetune import GroupAdam, batchnorm_layers, stale_share
+from edgecifar.train.finetune import batchnorm_layers, stale_share
+from edgecifar.train.optimizers import GroupAdam
 
 
 def test_a_backbone_variable_moves_backbone_lr_times_as_far_as_a_head_variable_in_one_adam_step():
@@ -80,7 +81,8 @@ def test_recipe_rows_that_cannot_train_as_written_are_refused(change, message):
 
 
 def test_head_recipes_freeze_the_backbone_and_finetune_recipes_thaw_it_at_their_epoch_with_its_own_rate():
-    from edgecifar.train.runner import _unfreeze_stage, build_model, compile_model
+    from edgecifar.train.assemble import build_model, compile_model
+    from edgecifar.train.runner import _unfreeze_stage
 
     head = build_model(recipes.get("mnv2_dropout"), weights="none")
     assert not head.get_layer("backbone").trainable and len(head.trainable_weights) == 2  # the Dense layer only
@@ -140,7 +142,8 @@ def test_the_top_n_blocks_are_keras_mobilenetv2s_last_n_numbered_blocks_and_the_
 
 def test_a_top_first_recipe_thaws_the_top_4_blocks_after_the_head_epoch_and_the_whole_backbone_at_unfreeze_all_at():
     from edgecifar.train.finetune import top_block_layers
-    from edgecifar.train.runner import _unfreeze_stage, build_model, compile_model
+    from edgecifar.train.assemble import build_model, compile_model
+    from edgecifar.train.runner import _unfreeze_stage
 
     recipe = _top_recipe()
     model = build_model(recipe, weights="none")
@@ -176,6 +179,7 @@ def test_a_top_first_recipe_thaws_the_top_4_blocks_after_the_head_epoch_and_the_
 def test_a_run_killed_between_the_stages_resumes_training_only_the_top_blocks(
         synthetic_archive, tmp_path, monkeypatch):
     from edgecifar.train import runner
+    from edgecifar.train.checkpoint import load_checkpoint
     from edgecifar.train.finetune import top_block_layers
 
     class Killed(Exception):
@@ -196,7 +200,7 @@ def test_a_run_killed_between_the_stages_resumes_training_only_the_top_blocks(
     monkeypatch.setattr(runner, "save_checkpoint", save_then_die_after(2))
     with pytest.raises(Killed):
         runner.run(cfg)
-    model, state = runner.load_checkpoint(tmp_path / "run")  # Keras keeps each layer's trainable flag in its config
+    model, state = load_checkpoint(tmp_path / "run")  # Keras keeps each layer's trainable flag in its config
     backbone = model.get_layer("backbone")
     top4 = {layer.name for layer in top_block_layers(backbone, 4) if layer.weights}
     assert state.epochs_done == 2 and _trainable_layers(backbone) == top4
@@ -216,7 +220,7 @@ def test_a_run_killed_between_the_stages_resumes_training_only_the_top_blocks(
     monkeypatch.setattr(runner, "save_checkpoint", save_then_die_after(3))
     with pytest.raises(Killed):
         runner.run(resume)
-    after_top = runner.load_checkpoint(tmp_path / "run")[0]
+    after_top = load_checkpoint(tmp_path / "run")[0]
     assert {name for name, m in moved(model, after_top).items() if m} == top4
 
 
@@ -225,7 +229,8 @@ def test_a_finetune_run_killed_after_its_head_epoch_resumes_and_matches_an_unint
         synthetic_archive, real_weights, tmp_path):
     import keras
 
-    from edgecifar.train.runner import RunConfig, build_model, run
+    from edgecifar.train.assemble import build_model
+    from edgecifar.train.runner import RunConfig, run
 
     epochs = 3
     cmd = [sys.executable, "-m", "edgecifar", "train", "mnv2_ft96", "--epochs", str(epochs), "--batch-size", "32",

@@ -205,7 +205,8 @@ def test_the_seed_notebook_augmentation_keeps_shape_and_range():
 def test_a_checkpoint_keeps_the_dropout_random_state_that_a_keras_file_alone_loses(tmp_path):
     import keras
 
-    from edgecifar.train.runner import State, build_model, compile_model, load_checkpoint, save_checkpoint
+    from edgecifar.train.assemble import build_model, compile_model
+    from edgecifar.train.checkpoint import State, load_checkpoint, save_checkpoint
 
     recipe = recipes.get("deeper")
     model = build_model(recipe)
@@ -235,23 +236,9 @@ def stopped_run(synthetic_archive, tmp_path_factory) -> Path:
                                     recipes.get("baseline"))
 
 
-@pytest.fixture(scope="module")
-def stopped_one_cycle_run(synthetic_archive, tmp_path_factory) -> Path:
-    """baseline on a one-cycle schedule (peak 0.01) started for 2 epochs of batch 32, stopped after the first."""
-    return stopped_after_one_epoch(synthetic_archive, tmp_path_factory.mktemp("stopped") / "one_cycle",
-                                    recipes.get("baseline").with_overrides(schedule="one_cycle", lr=0.01))
-
-
-def _copy(run_dir: Path, tmp_path: Path, recorded: bool = True) -> Path:
-    """A copy of ``run_dir`` to resume; without ``recorded``, its state.json as written before it recorded the
-    settings the run started with."""
-    out = shutil.copytree(run_dir, tmp_path / run_dir.name)
-    if not recorded:
-        state = out / "checkpoint" / "state.json"
-        raw = json.loads(state.read_text())
-        raw.pop("settings", None)
-        state.write_text(json.dumps(raw))
-    return out
+def _copy(run_dir: Path, tmp_path: Path) -> Path:
+    """A copy of ``run_dir`` to resume."""
+    return shutil.copytree(run_dir, tmp_path / run_dir.name)
 
 
 def test_a_checkpoint_records_the_recipe_settings_the_run_started_with(stopped_run):
@@ -298,32 +285,6 @@ def test_resume_with_the_settings_the_run_started_with_finishes_it(stopped_run, 
     metrics = run(_cfg(synthetic_archive, run_dir, epochs=2, batch=32, resume=True))
     assert metrics["epochs"] == 2
     assert [int(r["epoch"]) for r in csv.DictReader((run_dir / "history.csv").open())] == [1, 2]
-
-
-def test_a_checkpoint_without_recorded_settings_refuses_a_longer_schedule_naming_both_schedules(
-        stopped_one_cycle_run, synthetic_archive, tmp_path):
-    run_dir = _copy(stopped_one_cycle_run, tmp_path, recorded=False)
-    longer = recipes.get("baseline").with_overrides(schedule="one_cycle", lr=0.01, epochs=3, batch_size=32)
-    with pytest.raises(EdgeCifarError) as refused:
-        run(RunConfig(longer, out=run_dir, data=str(synthetic_archive), val_size=50, progress=False, resume=True))
-    # 350 training images in batches of 32: 11 steps an epoch
-    assert str(refused.value) == (
-        f"{run_dir / 'checkpoint' / 'epoch-001.keras'}: its learning rate is one_cycle peaking at 0.01 (warmup 0.2) "
-        "over 22 steps, these settings give one_cycle peaking at 0.01 (warmup 0.2) over 33 steps (3 epochs of 11 "
-        "batches); a resumed run keeps the schedule it started with: resume with its settings, or start a new run "
-        "folder (--out) for the new ones")
-    assert json.loads((run_dir / "checkpoint" / "state.json").read_text())["epochs_done"] == 1
-
-
-@pytest.mark.parametrize("fixture, overrides", [("stopped_run", {}),
-                                                ("stopped_one_cycle_run", dict(schedule="one_cycle", lr=0.01))],
-                         ids=["constant", "one-cycle"])
-def test_a_checkpoint_without_recorded_settings_resumes_with_the_schedule_it_started_with(
-        fixture, overrides, request, synthetic_archive, tmp_path):
-    run_dir = _copy(request.getfixturevalue(fixture), tmp_path, recorded=False)
-    same = recipes.get("baseline").with_overrides(epochs=2, batch_size=32, **overrides)
-    metrics = run(RunConfig(same, out=run_dir, data=str(synthetic_archive), val_size=50, progress=False, resume=True))
-    assert metrics["epochs"] == 2
 
 
 # --------------------------------------------------------------------------- overrides checked as recipe rows

@@ -81,7 +81,7 @@ def test_a_whitened_stem_is_set_from_the_training_images_and_stays_frozen(synthe
 
 
 def test_a_recipe_whose_model_has_no_stem_is_refused_in_one_line():
-    from edgecifar.train.runner import build_model
+    from edgecifar.train.assemble import build_model
 
     with pytest.raises(EdgeCifarError, match="no layer named 'stem'"):
         build_model(recipes.get("baseline").with_overrides(whiten_stem=True))

@@ -99,7 +99,7 @@ def flip_translate_cutout(images, seed, pad: int = 2):
     return cutout(flip_translate(images, seed, pad), seed)
 
 
-# Keys the once-per-run flip mask apart from the (seed, epoch) keys of each epoch's shuffle (train/runner.py).
+# Keys the once-per-run flip mask apart from the (seed, epoch) keys of each epoch's shuffle (train/pipeline.py).
 _ALTFLIP_STREAM = 2**31 - 1
 
 

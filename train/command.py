@@ -55,7 +55,9 @@ def train(recipe, epochs, batch_size, ema, whiten_stem, precision, seed, out, da
     if not recipe:
         raise click.UsageError(f"missing RECIPE, one of: {', '.join(RECIPES)} (--list describes them)")
     from edgecifar.errors import EdgeCifarError, require_tensorflow
-    from edgecifar.train.runner import RunConfig, check_run_dir, run
+    from edgecifar.train.checkpoint import check_run_dir
+    from edgecifar.train.config import RunConfig
+    from edgecifar.train.runner import run
 
     if (workers or task_index is not None) and strategy != "multi-worker":
         raise EdgeCifarError("--workers and --task-index go with --strategy multi-worker")
@@ -92,7 +94,7 @@ def train(recipe, epochs, batch_size, ema, whiten_stem, precision, seed, out, da
         if not is_chief(read_tf_config()):
             console.print("this worker's files were temporary (deleted); the chief wrote the run directory")
             return
-    from edgecifar.train.runner import CHECKPOINT
+    from edgecifar.train.checkpoint import CHECKPOINT
 
     kept = sum(f.stat().st_size for f in (cfg.run_dir / CHECKPOINT).rglob("*") if f.is_file())
     console.print(f"wrote {cfg.run_dir}/model.keras, history.csv, metrics.json; kept {CHECKPOINT}/ ({size(kept)}: "
@@ -101,7 +103,7 @@ def train(recipe, epochs, batch_size, ema, whiten_stem, precision, seed, out, da
 
 def _how_to_continue(ctx: click.Context, run_dir: Path) -> str:
     """What an interrupted run has saved and the command that continues it (this one, with --resume)."""
-    from edgecifar.train.runner import CHECKPOINT
+    from edgecifar.train.checkpoint import CHECKPOINT
 
     args = [arg for arg in command_line(ctx) if arg != "--overwrite"]
     try:

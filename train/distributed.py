@@ -19,7 +19,7 @@ training uses TensorFlow's engine directly on the same Keras model, optimizer an
 ``tf.function`` step around ``strategy.run``, ``strategy.experimental_distribute_dataset`` and replica
 all-reduces. The Keras optimizer sums the gradients across replicas itself.
 
-Data: each epoch's ``tf.data`` pipeline (``runner.epoch_dataset``) is auto-sharded by DATA. Every
+Data: each epoch's ``tf.data`` pipeline (``pipeline.epoch_dataset``) is auto-sharded by DATA. Every
 worker runs the whole (deterministic) pipeline and keeps its slice of each global batch, so the
 augmentation is exactly the single-process one.
 
@@ -57,6 +57,9 @@ from typing import Iterator
 import numpy as np
 
 from edgecifar.errors import EdgeCifarError
+from edgecifar.train.assemble import build_model, compile_model
+from edgecifar.train.checkpoint import State, load_checkpoint
+from edgecifar.train.pipeline import predict
 from edgecifar.units import plural
 
 STRATEGIES = ("mirrored", "multi-worker")
@@ -187,8 +190,6 @@ class Distributed:
         """Build and compile the recipe's model under the strategy; on ``--resume`` the chief reads the
         checkpoint and every replica receives its weights, optimizer state and progress."""
         from rich.console import Console
-
-        from edgecifar.train.runner import State, build_model, compile_model, load_checkpoint
 
         recipe = cfg.recipe
         self._check_same_settings(cfg, steps)
@@ -351,7 +352,6 @@ class Distributed:
         copy of the weights; the results are then averaged so all workers take the same decisions
         (early stopping) even if their hardware rounds differently."""
         from edgecifar.metrics import accuracy
-        from edgecifar.train.runner import predict
 
         probs = predict(model, x)
         onehot = np.eye(10, dtype=np.float32)[y]

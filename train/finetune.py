@@ -21,7 +21,7 @@ step count, set on every BatchNorm layer at build time) or ``bn_frozen`` (the un
 in inference mode with the ImageNet statistics, its scale and offset fixed).
 
 The third remedy, statistics re-estimated after training (``reestimate_bn``), is measured on trained runs rather
-than a recipe setting. The maths is pure (``stale_share``, ``GroupAdam.update_step``, ``top_block_layers``);
+than a recipe setting. The maths is pure (``stale_share``, ``GroupAdam.update_step`` in train/optimizers.py, ``top_block_layers``);
 ``unfreeze`` only flips trainable flags.
 """
 
@@ -34,6 +34,8 @@ import keras
 
 from edgecifar.errors import EdgeCifarError
 from edgecifar.models.mobilenet import BACKBONE
+from edgecifar.train.checkpoint import load_checkpoint
+from edgecifar.train.pipeline import predict
 
 
 def stale_share(momentum: float, steps: int) -> float:
@@ -115,31 +117,6 @@ def unfreeze(model, bn_frozen: bool, top: int | None = None) -> list[str]:
     return [v.path for v in backbone.trainable_weights]
 
 
-@keras.saving.register_keras_serializable(package="edgecifar")
-class GroupAdam(keras.optimizers.Adam):
-    """Adam whose learning rate is multiplied by ``scale`` for the variables named in ``group`` (by path)."""
-
-    def __init__(self, *args, group: list[str] | tuple[str, ...] = (), scale: float = 1.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.group = list(group)
-        self.scale = float(scale)
-        self._scaled: frozenset[int] = frozenset()
-
-    def build(self, variables):
-        super().build(variables)
-        names = set(self.group)
-        self._scaled = frozenset(i for i, v in enumerate(variables) if v.path in names)
-
-    def update_step(self, gradient, variable, learning_rate):
-        # ``variable`` may be the backend's own variable (no path): look it up by the optimizer's index
-        if self._get_variable_index(variable) in self._scaled:
-            learning_rate = learning_rate * self.scale
-        return super().update_step(gradient, variable, learning_rate)
-
-    def get_config(self):
-        return {**super().get_config(), "group": self.group, "scale": self.scale}
-
-
 def compare_statistics(model_path, data: str | None, val_size: int, images: int = 5000) -> dict:
     """Validation accuracy of a trained model with its moving BatchNorm statistics, then with statistics
     re-estimated (``reestimate_bn``) on ``images`` training images outside the validation split (no augmentation)."""
@@ -147,7 +124,6 @@ def compare_statistics(model_path, data: str | None, val_size: int, images: int 
 
     from edgecifar import data as cifar
     from edgecifar.metrics import accuracy
-    from edgecifar.train.runner import load_checkpoint, predict
 
     path = Path(model_path)
     if (path / "model.keras").is_file():

@@ -1,8 +1,9 @@
-"""Train a recipe on CIFAR-10: tf.data pipeline, a checkpoint every epoch, resume, metrics.
+"""Train a recipe on CIFAR-10: the orchestration of a run, its epoch loop, and the per-feature steps inside it.
 
-A run directory holds ``checkpoint/`` (the last finished epoch, with optimizer state), and when the
-run ends ``model.keras`` (float32, ready to export), ``history.csv`` and ``metrics.json``. Every file
-is written to a temporary name and renamed.
+A run directory holds ``checkpoint/`` (the last finished epoch, with optimizer state: train/checkpoint.py), and when
+the run ends ``model.keras`` (float32, ready to export), ``history.csv`` and ``metrics.json``. Every file is written
+to a temporary name and renamed. The pieces live by job: the data in train/pipeline.py, the model in
+train/assemble.py, checkpoints and the resume policy in train/checkpoint.py, the run's options in train/config.py.
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import shutil
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,33 +22,15 @@ from edgecifar import data as cifar
 from edgecifar.errors import EdgeCifarError
 from edgecifar.fileio import atomic_path, check_writable_dir, write_json, write_text
 from edgecifar.host import cpu_features, cpu_model
-from edgecifar.runs import default_run_dir, git_commit
-from edgecifar.train.recipes import POLICIES, Precision, Recipe, resolve_precision
+from edgecifar.runs import git_commit
+from edgecifar.train.assemble import build_model, compile_model, float32_copy
+from edgecifar.train.checkpoint import (CHECKPOINT, State, check_run_dir, load_checkpoint, run_precision, run_settings,
+                                        save_checkpoint)
+from edgecifar.train.config import RunConfig
+from edgecifar.train.distributed import session
+from edgecifar.train.pipeline import epoch_dataset, predict
+from edgecifar.train.recipes import Precision, Recipe
 from edgecifar.units import percent
-
-CHECKPOINT = "checkpoint"
-
-
-@dataclass
-class RunConfig:
-    """Everything a run depends on besides the recipe's own settings."""
-
-    recipe: Recipe
-    seed: int = 0
-    out: Path | None = None
-    data: str | None = None
-    val_size: int = 5000
-    resume: bool = False
-    overwrite: bool = False
-    weights: str | None = None      # MobileNetV2 backbone weights (file or folder)
-    progress: bool = True
-    strategy: str | None = None     # None (one process), "mirrored" or "multi-worker": see train/distributed.py
-    collective_timeout: float = 120.0   # seconds a worker waits for the others before failing
-    precision: str = "auto"         # --precision: auto, float32 or bfloat16 (train.recipes.resolve_precision)
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.out) if self.out else default_run_dir(self.recipe.name, self.seed)
 
 
 @dataclass
@@ -76,282 +58,12 @@ class EarlyStopper:
         return self.patience is not None and self.wait >= self.patience
 
 
-@dataclass
-class State:
-    """What a checkpoint needs beyond the model to continue exactly where it stopped."""
-
-    epochs_done: int = 0
-    history: list[dict] = field(default_factory=list)
-    stopper: dict = field(default_factory=dict)
-    train_seconds: float = 0.0
-    stopped_early: bool = False
-    settings: dict | None = None    # the recipe's settings when the run started (run_settings); None: not recorded
-    precision: str | None = None    # the Keras policy it trains in (run_precision); None: recorded before it was
-
-
-# --------------------------------------------------------------------------- data pipeline
-
-def epoch_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int, epoch: int, augment: str):
-    """One epoch of shuffled, augmented batches; a pure function of (seed, epoch), so ``--resume`` at an epoch
-    boundary gets the same batches (alternating flips included: train/augment.py).
-
-    ``y`` is integer labels (made one-hot here) or per-image target distributions ``[N, classes]``
-    (distillation's soft targets, train/distill.py)."""
-    import tensorflow as tf
-
-    from edgecifar import NUM_CLASSES
-    from edgecifar.train.augment import AUGMENTATIONS, mirror
-
-    perm = np.random.default_rng([seed, epoch]).permutation(len(x))
-    aug = AUGMENTATIONS[augment]
-    flips = () if aug.flips is None else (aug.flips(len(x), seed, epoch)[perm],)   # one bool per image
-    ds = tf.data.Dataset.from_tensor_slices((x[perm], y[perm], *flips)).batch(batch)
-
-    def prepare(i, xy):
-        images, targets, *flip = xy
-        images = tf.cast(images, tf.float32)
-        if flip:  # this batch's share of the epoch's flips
-            images = mirror(images, flip[0])
-        images = aug.per_batch(images, tf.stack([tf.cast(seed * 100_003 + epoch, tf.int64), i]))
-        return images, (targets if y.ndim == 2 else tf.one_hot(targets, NUM_CLASSES))
-
-    # No autotuning: destroying an autotuned iterator waits for tf.data's tuning thread, which held each epoch's
-    # end (model.fit's return) for 3-15 s on this 2-core machine, up to a third of a small model's epoch; two
-    # parallel batches and two prefetched are what the cores can use anyway.
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return ds.enumerate().map(prepare, num_parallel_calls=2, deterministic=True).prefetch(2).with_options(options)
-
-
-def predict(model, x: np.ndarray, batch: int = 500) -> np.ndarray:
-    """Class probabilities for uint8 images, in batches (no augmentation)."""
-    out = [np.asarray(model(x[i:i + batch].astype(np.float32), training=False)) for i in range(0, len(x), batch)]
-    return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
-
-
-# --------------------------------------------------------------------------- model assembly
-
-def build_model(recipe: Recipe, weights: str | None = None):
-    """Create and compile the recipe's model under its precision policy."""
-    import keras
-
-    from edgecifar import models
-    from edgecifar.train.schedule import OneCycle  # noqa: F401  (registers the schedule for checkpoints)
-
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if recipe.mixed_bfloat16 else "float32")
-    try:
-        kwargs = dict(recipe.model_kwargs)
-        if models.get(recipe.model).family == "mobilenetv2":
-            kwargs.setdefault("weights", weights)
-        model = models.create(recipe.model, **kwargs)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    if recipe.whiten_stem:  # frozen before compiling; its weights come from the data (train/whiten.py)
-        from edgecifar.train.whiten import stem_layer
-
-        stem_layer(model).trainable = False
-    if recipe.bn_momentum is not None or recipe.freeze == "backbone":  # recipe decisions (train/finetune.py)
-        from edgecifar.train import finetune
-
-        if recipe.bn_momentum is not None:
-            finetune.set_bn_momentum(model, recipe.bn_momentum)
-        if recipe.freeze == "backbone":
-            finetune.backbone_layer(model).trainable = False
-    return model
-
-
-def compile_model(model, recipe: Recipe, steps_per_epoch: int, epochs: int, backbone: list[str] = ()) -> None:
-    """The recipe's optimizer, its schedule spanning ``epochs``; the variables whose paths are in ``backbone``
-    learn at ``recipe.backbone_lr`` times the rate (train/finetune.py)."""
-    import keras
-
-    from edgecifar.train import schedule
-
-    lr = schedule.make(recipe.schedule, recipe.lr, steps_per_epoch * epochs, recipe.warmup)
-    if recipe.optimizer == "sgd":
-        opt = keras.optimizers.SGD(lr, momentum=recipe.momentum, nesterov=True,
-                                   weight_decay=recipe.weight_decay or None)
-    elif backbone and recipe.backbone_lr != 1.0:
-        from edgecifar.train.finetune import GroupAdam
-
-        opt = GroupAdam(lr, group=backbone, scale=recipe.backbone_lr)
-    else:
-        opt = keras.optimizers.Adam(lr)
-    model.compile(optimizer=opt,
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
-                  metrics=["accuracy"])
-
-
-def float32_copy(model, recipe: Recipe, weights: str | None):
-    """The same network under the float32 policy: bf16 models need it to convert to TFLite."""
-    if not recipe.mixed_bfloat16:
-        return model
-    clone = build_model(recipe.with_overrides(mixed_bfloat16=False), weights)
-    clone.set_weights(model.get_weights())
-    return clone
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-def save_checkpoint(run_dir: Path, model, state: State, ema=None) -> None:
-    """Write the model (with optimizer) and weight average, then the state naming them; drop older ones."""
-    ckpt = run_dir / CHECKPOINT
-    ckpt.mkdir(parents=True, exist_ok=True)
-    stem = f"epoch-{state.epochs_done:03d}"
-    with atomic_path(ckpt / f"{stem}.keras") as tmp:
-        model.save(tmp)
-    if ema is not None:
-        ema.save(ckpt / f"{stem}.ema.npz")
-    seeds = [np.asarray(v.value).tolist() for v in _seed_states(model)]
-    write_json(ckpt / "state.json", {**asdict(state), "model": f"{stem}.keras", "seed_states": seeds})
-    for old in ckpt.glob("epoch-*"):
-        if not old.name.startswith(f"{stem}."):
-            old.unlink()
-
-
-def load_checkpoint(run_dir: Path):
-    """Return (model, State) of the last finished epoch, or raise a one-line error."""
-    import keras
-
-    from edgecifar.train.finetune import GroupAdam  # noqa: F401  (registered for checkpoints, as the schedules)
-    from edgecifar.train.schedule import OneCycle  # noqa: F401
-
-    path = run_dir / CHECKPOINT / "state.json"
-    if not path.exists():
-        raise EdgeCifarError(f"{run_dir}: no checkpoint to resume from (run without --resume to start)")
-    try:
-        raw = json.loads(path.read_text())
-        model = keras.models.load_model(run_dir / CHECKPOINT / raw.pop("model"))
-        for v, value in zip(_seed_states(model), raw.pop("seed_states", [])):
-            v.assign(np.asarray(value).astype(v.dtype))
-    except Exception as exc:
-        raise EdgeCifarError(f"{path}: checkpoint unreadable ({type(exc).__name__}: {exc})") from None
-    return model, State(**raw)
-
-
-def run_settings(recipe: Recipe) -> dict:
-    """The recipe settings a run is made of, as its checkpoint records them: every field but the name and the
-    description, in JSON's types."""
-    return json.loads(json.dumps({k: v for k, v in asdict(recipe).items() if k not in ("name", "description")}))
-
-
-def _started(run_dir: Path) -> dict:
-    """The checkpoint's state.json, or {} when it is absent or unreadable (load_checkpoint says so)."""
-    try:
-        state = json.loads((run_dir / CHECKPOINT / "state.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return state if isinstance(state, dict) else {}
-
-
-def check_resume_settings(recipe: Recipe, run_dir: Path, precision: str = "auto") -> None:
-    """Refuse to resume a run with other settings than it started with (``--epochs``, ``--batch-size``, ``--ema``,
-    ``--whiten-stem``, ``--precision`` or an edited recipe): its checkpoint's learning-rate schedule spans the epochs
-    and batches it started with (past that end the rate is 0), and its metrics.json would describe a run that never
-    happened. Cheap (state.json only). A checkpoint that predates the recorded settings is checked on its schedule
-    alone once loaded (:func:`check_checkpoint_schedule`)."""
-    path = run_dir / CHECKPOINT / "state.json"
-    state = _started(run_dir)
-    trained_in, asked = state.get("precision"), POLICIES.get(precision)
-    if trained_in and asked and asked != trained_in:
-        raise EdgeCifarError(f"{path}: this run started in {trained_in} and cannot resume in {asked} "
-                             f"(--precision {precision}); resume with --precision auto, which keeps its precision, "
-                             "or start a new run folder (--out) for the new one")
-    started = state.get("settings")
-    if not isinstance(started, dict) or not started:
-        return
-    now = run_settings(recipe)
-    changed = [k for k in now if k in started and started[k] != now[k]]
-    if changed:
-        listed = lambda values: ", ".join(f"{k} {values[k]}" for k in changed)  # noqa: E731
-        raise EdgeCifarError(f"{path}: this run started with {listed(started)} and cannot resume with "
-                             f"{listed(now)} (its learning-rate schedule and records span the run it started); "
-                             "resume with its settings, or start a new run folder (--out) for the new ones")
-
-
-def check_checkpoint_schedule(model, recipe: Recipe, steps: int, epochs_done: int, run_dir: Path) -> None:
-    """For a checkpoint without recorded settings (written before they were): refuse to resume when the
-    learning rate its optimizer restores is not the one this recipe compiles for the stage the run is in
-    (:func:`compile_model`, :func:`_unfreeze_stage`), e.g. a schedule that ends before a larger ``--epochs``."""
-    from edgecifar.train import schedule
-
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is None:
-        return
-    saved = optimizer.get_config()["learning_rate"]
-    start = max([0] + [e for e in (recipe.unfreeze_at, recipe.unfreeze_all_at) if e is not None and e < epochs_done])
-    end = recipe.unfreeze_at if start == 0 and recipe.unfreeze_at else recipe.epochs
-    wanted = schedule.make(recipe.schedule, recipe.lr, steps * (end - start), recipe.warmup)
-    if not isinstance(wanted, (int, float)):  # as the optimizer's config serialises a schedule
-        wanted = {"class_name": type(wanted).__name__, "config": wanted.get_config()}
-    if not _same_rate(saved, wanted):
-        raise EdgeCifarError(
-            f"{run_dir / CHECKPOINT / f'epoch-{epochs_done:03d}.keras'}: its learning rate is "
-            f"{_describe_rate(saved)}, these settings give {_describe_rate(wanted)} ({end - start} epochs of "
-            f"{steps} batches); a resumed run keeps the schedule it started with: resume with its settings, or "
-            "start a new run folder (--out) for the new ones")
-
-
-def _same_rate(a, b) -> bool:
-    """Whether two optimizer ``learning_rate`` configs (a number, or a serialised schedule) are the same rate."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a["class_name"] == b["class_name"] and a["config"] == b["config"]
-    if isinstance(a, dict) or isinstance(b, dict):
-        return False
-    return abs(float(a) - float(b)) <= 1e-6 * abs(float(b))  # a float32 variable in the optimizer
-
-
-def _describe_rate(rate) -> str:
-    """An optimizer ``learning_rate`` config in words."""
-    if not isinstance(rate, dict):
-        return f"constant {float(rate):.6g}"
-    kind = {"OneCycle": "one_cycle", "Cosine": "cosine"}.get(rate["class_name"], rate["class_name"])
-    c = rate["config"]
-    return f"{kind} peaking at {c.get('peak')} (warmup {c.get('warmup')}) over {c.get('total_steps')} steps"
-
-
-def _seed_states(model) -> list:
-    """Dropout's random-number states: a .keras file does not keep them (Keras 3.15 reloads fresh ones), so a
-    resumed run would draw other dropout masks; the checkpoint's state.json keeps them."""
-    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
-
-
-# --------------------------------------------------------------------------- the run
-
-def check_run_dir(cfg: RunConfig) -> None:
-    """Refuse a run folder that does not fit --resume/--overwrite; cheap, so the CLI calls it before
-    TensorFlow and the data load. (A multi-worker run's other workers resume from the chief's checkpoint.)"""
-    run_dir = cfg.run_dir
-    if cfg.resume and cfg.strategy != "multi-worker" and not (run_dir / CHECKPOINT / "state.json").exists():
-        raise EdgeCifarError(f"{run_dir}: no checkpoint to resume from (run without --resume to start)")
-    if not cfg.resume and (run_dir / CHECKPOINT).exists() and not cfg.overwrite:
-        raise EdgeCifarError(f"{run_dir}: a run is already there; add --resume to continue it "
-                             "or --overwrite to start again")
-    if cfg.resume:
-        check_resume_settings(cfg.recipe, run_dir, cfg.precision)
-
-
-def run_precision(cfg: RunConfig) -> Precision:
-    """The precision the run trains in, decided once. A resumed run keeps its own: as its checkpoint records it, or,
-    for a checkpoint from before precisions were recorded, its recipe's (what training did then). A new run (and a
-    multi-worker run's other workers, which have no checkpoint of their own) resolves ``--precision``, the recipe's
-    wish and this CPU (train.recipes.resolve_precision)."""
-    state = _started(cfg.run_dir) if cfg.resume else {}
-    if state.get("precision"):
-        return Precision(state["precision"], "the run's own, kept by --resume")
-    if state:
-        return Precision(POLICIES["bfloat16" if cfg.recipe.mixed_bfloat16 else "float32"],
-                         "the run's own (its recipe's), kept by --resume")
-    return resolve_precision(cfg.recipe.mixed_bfloat16, cfg.precision, cpu_features())
-
 
 def run(cfg: RunConfig, console=None) -> dict:
     """Train ``cfg.recipe`` and write the run directory; return the metrics dict.
 
     With ``cfg.strategy`` the run is data-parallel on tf.distribute (train/distributed.py): the strategy
     is created first, and only the chief writes the run directory."""
-    from edgecifar.train.distributed import session
-
     with session(cfg) as (cfg, dist):
         return _run(cfg, console, dist)
 
@@ -404,8 +116,6 @@ def _train(cfg: RunConfig, console, dist, precision: Precision, built: Recipe) -
         model, state = dist.model_and_state(dataclasses.replace(cfg, recipe=built), steps)
     elif cfg.resume:
         model, state = load_checkpoint(run_dir)
-        if state.settings is None:
-            check_checkpoint_schedule(model, recipe, steps, state.epochs_done, run_dir)
         console.print(f"resuming {run_dir} after epoch {state.epochs_done}/{recipe.epochs}")
     else:
         model, state = build_model(built, cfg.weights), State()
@@ -597,3 +307,4 @@ class _NullProgress:
 
     def update(self, *args, **kwargs):
         pass
+
