@@ -268,6 +268,20 @@ def test_resume_with_other_settings_than_the_checkpoint_exits_2_with_one_line_na
     assert state.read_bytes() == before and not (run_dir / "model.keras").exists()
 
 
+def test_a_checkpoint_that_records_no_settings_is_refused_in_one_line_not_resumed_unchecked(
+        stopped_run, synthetic_archive, tmp_path):
+    run_dir = _copy(stopped_run, tmp_path)
+    state = run_dir / "checkpoint" / "state.json"
+    state.write_text(json.dumps({k: v for k, v in json.loads(state.read_text()).items() if k != "settings"}))
+    proc = subprocess.run([EDGECIFAR, "train", "baseline", "--out", str(run_dir), "--resume", "--quiet", "--epochs",
+                           "2", "--batch-size", "32", "--data", str(synthetic_archive), "--val-size", "50"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (f"error: {state}: records no settings the run started with (written before they were "
+                           "recorded), so resuming could not keep its learning-rate schedule; start a new run folder "
+                           "(--out), or --overwrite this one\n")
+
+
 def test_resume_with_other_settings_is_refused_before_tensorflow_loads(stopped_run, synthetic_archive, tmp_path):
     run_dir = _copy(stopped_run, tmp_path)
     args = ["train", "baseline", "--out", str(run_dir), "--resume", "--epochs", "5", "--batch-size", "32",

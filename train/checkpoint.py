@@ -105,9 +105,13 @@ def check_resume_settings(recipe: Recipe, run_dir: Path, precision: str = "auto"
         raise EdgeCifarError(f"{path}: this run started in {trained_in} and cannot resume in {asked} "
                              f"(--precision {precision}); resume with --precision auto, which keeps its precision, "
                              "or start a new run folder (--out) for the new one")
+    if not state:
+        return  # absent or unreadable: load_checkpoint says so
     started = state.get("settings")
     if not isinstance(started, dict) or not started:
-        return
+        raise EdgeCifarError(f"{path}: records no settings the run started with (written before they were "
+                             "recorded), so resuming could not keep its learning-rate schedule; start a new run "
+                             "folder (--out), or --overwrite this one")
     now = run_settings(recipe)
     changed = [k for k in now if k in started and started[k] != now[k]]
     if changed:
