@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
-from edgecifar.bench.ablations import main
+from research.ablations import main
 
 
 def test_each_run_becomes_a_row_with_its_settings_and_its_accuracies(trained_run, tmp_path, capsys):
@@ -21,14 +21,14 @@ def test_each_run_becomes_a_row_with_its_settings_and_its_accuracies(trained_run
 
 
 def test_the_batchnorm_column_says_bias_only_and_the_recipes_momentum_when_a_recipe_sets_them():
-    from edgecifar.bench.ablations import batchnorm
+    from research.ablations import batchnorm
 
     assert batchnorm({"model_kwargs": {}, "bn_momentum": None}) == "scale+shift"
     assert batchnorm({"model_kwargs": {"bn_scale": False}, "bn_momentum": 0.6}) == "bias only, momentum 0.6"
 
 
 def test_the_model_options_column_names_the_activation_and_leaves_batchnorm_to_its_own_column():
-    from edgecifar.bench.ablations import model_options
+    from research.ablations import model_options
 
     assert model_options({"model_kwargs": {"act": "relu", "bn_scale": False}}) == "act=relu"
     assert model_options({"model_kwargs": {}}) == "—"

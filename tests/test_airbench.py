@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from edgecifar import models
+import research.recipes  # noqa: F401  (the experiment recipes these tests read)
 from edgecifar.train import recipes
 from edgecifar.train.augment import AUGMENTATIONS, alternating_flips, mirror
 from edgecifar.train.assemble import build_model

@@ -212,7 +212,7 @@ def test_agreement_and_probe_refuse_an_unwritable_output_before_any_device_or_mo
     from click.testing import CliRunner
 
     from edgecifar.bench.agreement import agreement_command
-    from edgecifar.bench.probe import probe_command
+    from research.probe import probe_command
     from edgecifar.zoo import ZOO_DIR
 
     (tmp_path / "a-file").write_text("")

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 
+import research.recipes  # noqa: F401  (the experiment recipes these tests read)
 from edgecifar.train import recipes
 from edgecifar.train.finetune import batchnorm_layers, stale_share
 from edgecifar.train.optimizers import GroupAdam

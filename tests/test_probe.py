@@ -1,4 +1,4 @@
-"""The untrained latency probe (``python -m edgecifar.bench.probe``): specs parse to a model and its keywords or
+"""The untrained latency probe (``python -m research.probe``): specs parse to a model and its keywords or
 fail in one line, and a real probe builds, exports to int8 and times a registered model beside a reference."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import META, batch_pickle, write_archive
-from edgecifar.bench.probe import ProbeSpec, build, header, markdown, parse_spec, parse_specs, probe_command
+from research.probe import ProbeSpec, build, header, markdown, parse_spec, parse_specs, probe_command
 from edgecifar.errors import EdgeCifarError
 
 
 def probe(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgecifar.bench.probe", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "research.probe", *args], capture_output=True, text=True,
                           timeout=600, env=env)
 
 
@@ -40,7 +40,7 @@ def export_sized_archive(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def reference(export_sized_archive, tmp_path_factory) -> Path:
     """An untrained edge_nano exported to int8 by the probe's own build/save/export steps."""
-    from edgecifar.bench.probe import export_int8, save
+    from research.probe import export_int8, save
 
     spec = parse_spec("edge_nano")
     path, problem = export_int8(save(build(spec), spec, tmp_path_factory.mktemp("reference")),
@@ -95,12 +95,12 @@ def test_the_table_shows_no_accuracy_and_says_why_a_row_failed():
 
 def test_the_header_states_runtime_threads_batch_rounds_host_cpu_reference_and_command():
     rows = [{"runtime": "litert", "versions": {"ai-edge-litert": "2.3.0"}}]
-    head = header(rows, 3, Path("runs/ref_int8.tflite"), "python -m edgecifar.bench.probe edge_nano --reference x",
+    head = header(rows, 3, Path("runs/ref_int8.tflite"), "python -m research.probe edge_nano --reference x",
                   "AMD EPYC", "abc123", runs=200, blocks=5, warmup=20)
     assert "runtime litert 2.3.0, 1 thread, batch 1, 3 interleaved rounds; latency = the median of the round " \
            "medians (each the median of 5 block medians of 200 runs after 20 warm-up)" in head
     assert "host CPU AMD EPYC; × ref = latency as a fraction of ref_int8.tflite's" in head
-    assert head.endswith("Command: `python -m edgecifar.bench.probe edge_nano --reference x`; commit abc123.")
+    assert head.endswith("Command: `python -m research.probe edge_nano --reference x`; commit abc123.")
     assert "\n" not in head
 
 
@@ -139,7 +139,7 @@ def test_a_probe_builds_exports_and_times_an_untrained_model_beside_the_referenc
     assert text == done.stdout
     head = text.splitlines()[0]
     assert "1 thread, batch 1, 1 round" in head and "host CPU " in head
-    assert f"`python -m edgecifar.bench.probe edge_nano --reference {reference}" in head
+    assert f"`python -m research.probe edge_nano --reference {reference}" in head
     row = next(line for line in text.splitlines() if line.startswith("| edge_nano |"))
     params, macs, size, latency, vs_ref, spread = (c.strip() for c in row.strip("|").split("|")[1:])
     assert params == "71,034" and macs == "7.52M"

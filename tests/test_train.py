@@ -19,11 +19,12 @@ import pytest
 
 from conftest import fresh_python, stopped_after_one_epoch
 from edgecifar.errors import EdgeCifarError, ModelError
+import research.recipes  # noqa: F401  (every recipe, shipped or experiment, must train)
 from edgecifar.train import recipes
 from edgecifar.train.runner import EarlyStopper, RunConfig, run
 
 LADDER_AND_HEADS = ["baseline", "deeper", "bn_gap", "l2", "early_stop", "augment",
-                    "mnv2_dense128", "mnv2_dropout", "mnv2_dropout_b64", "resnet8"]
+                    "mnv2_dense128", "mnv2_dropout", "resnet8"]
 
 
 def _cfg(archive, out, recipe="baseline", epochs=1, batch=64, ema=None, **kw):
@@ -34,7 +35,33 @@ def _cfg(archive, out, recipe="baseline", epochs=1, batch=64, ema=None, **kw):
 def test_recipe_table_holds_every_required_name():
     assert set(LADDER_AND_HEADS) <= set(recipes.RECIPES)
     assert recipes.get("early_stop").early_stopping == 3 and recipes.get("early_stop").model == "l2"
-    assert recipes.get("augment").augment == "seed" and recipes.get("mnv2_dropout_b64").batch_size == 64
+    assert recipes.get("augment").augment == "seed" and recipes.get("mnv2_dropout").batch_size == 32
+
+
+def test_a_recipe_name_already_in_the_table_is_refused_when_registered_again():
+    with pytest.raises(ValueError, match="baseline: already registered"):
+        recipes.register(dataclasses.replace(recipes.get("deeper"), name="baseline"))
+    assert recipes.get("baseline").model == "baseline"
+
+
+def test_the_product_lists_only_shipped_recipes_and_research_adds_the_experiments():
+    shipped = subprocess.run([sys.executable, "-m", "edgecifar", "train", "--list"], capture_output=True, text=True)
+    lab = subprocess.run([sys.executable, "-m", "research", "train", "--list"], capture_output=True, text=True)
+    assert shipped.returncode == 0 and lab.returncode == 0, shipped.stderr + lab.stderr
+    names = lambda out: {line.split()[0] for line in out.splitlines() if line.strip()}  # noqa: E731
+    assert "edge_nano_kd160" in names(shipped.stdout) and "edge_fast_air" not in names(shipped.stdout)
+    assert names(shipped.stdout) == set(recipes.SHIPPED) and names(lab.stdout) == set(recipes.RECIPES)
+
+
+def test_every_shipped_recipe_says_which_results_row_measured_it_and_that_table_exists():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for name in recipes.SHIPPED:
+        table, _, row = recipes.get(name).description.partition("measured: ")[2].partition(", row ")
+        if table:
+            text = (root / table).read_text()
+            assert f"`{row.split()[0]}`" in text or f"| {row.split()[0]} |" in text, (name, table, row)
 
 
 def _shortest(recipe: recipes.Recipe) -> dict:

@@ -1,6 +1,6 @@
 """One row per training run, with the settings an ablation varies: what each recipe piece is worth.
 
-``python -m edgecifar.bench.ablations RUN_DIR... [--out FILE.md] [--csv FILE.csv]`` reads each run's
+``python -m research.ablations RUN_DIR... [--out FILE.md] [--csv FILE.csv]`` reads each run's
 ``metrics.json`` and writes its recipe, epochs, the varied settings (teacher and its weight, label smoothing,
 model options such as the activation, whitening stem, weight averaging, BatchNorm, augmentation), validation
 accuracy (what choices are made on; two decimals, as 2,000 images step by 0.05 points), test
@@ -92,11 +92,18 @@ def to_csv(rows: list[AblationRow]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", type=Path, nargs="+")
+    ap.add_argument("runs", type=Path, nargs="*", help="run folders")
+    ap.add_argument("--group", help="the finished runs of this group of the run list (research/runs.py), after the "
+                                    "zoo's runs")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--csv", type=Path)
     args = ap.parse_args(argv)
-    rows = [row(d) for d in args.runs if (d / "metrics.json").exists()]
+    folders = list(args.runs)
+    if args.group:
+        from research import runs
+
+        folders += [folder for _, folder in runs.finished(runs.group(args.group, zoo_too=True))]
+    rows = [row(d) for d in folders if (d / "metrics.json").exists()]
     write_table(markdown(rows), to_csv(rows), args.out, args.csv)
 
 

@@ -1,6 +1,6 @@
 """Summarise training runs of the seed ladder beside the seed notebook's published numbers.
 
-``python -m edgecifar.bench.ladder RUNS_DIR... [--out FILE.md] [--csv FILE.csv]`` reads every
+``python -m research.ladder RUNS_DIR... [--out FILE.md] [--csv FILE.csv]`` reads every
 ``RUNS_DIR/*/metrics.json`` and writes, per rung and protocol (``notebook``: the notebook's way; ``sound``: a
 decaying rate and the best validation epoch, recipes ``RUNG_sound``, train/recipes.py): seeds, test accuracy
 mean and spread (min-max), validation accuracy, its range over the last epochs (``history.csv``: how much the
@@ -28,8 +28,9 @@ SEED_NOTEBOOK: dict[str, float] = {
     "mnv2_dense128": 0.866, "mnv2_dropout": 0.856, "mnv2_dropout_b64": 0.856,
 }
 #: Rungs trained with one technique done differently (train/recipes.py), each shown right after the rung it varies
-#: and beside that rung's notebook figure: ``augment_light`` is ``augment`` with flip + 2-pixel translation.
-VARIANT_OF: dict[str, str] = {"augment_light": "augment"}
+#: and beside that rung's notebook figure: ``augment_light`` is ``augment`` with flip + 2-pixel translation,
+#: ``augment_e20`` the rung at the ladder's 20 epochs, ``l2_e60`` the l2 rung at augment's 60 (its control).
+VARIANT_OF: dict[str, str] = {"l2_e60": "l2", "augment_e20": "augment", "augment_light": "augment"}
 ORDER = [name for rung in SEED_NOTEBOOK for name in (rung, *(v for v, of in VARIANT_OF.items() if of == rung))]
 LAST_EPOCHS = 5   # the validation range column covers this many final epochs of every seed
 
@@ -52,16 +53,19 @@ class LadderRow:
     reference: float | None
 
 
+def load_run(folder: Path, recipe: str | None = None) -> dict:
+    """A run's metrics, with ``val_history`` (validation accuracy per epoch) from its history.csv; ``recipe``
+    (the run list's name for it) replaces the recorded one: ``l2_sound --epochs 60`` is ``l2_e60_sound``."""
+    m = json.loads((folder / "metrics.json").read_text())
+    history = folder / "history.csv"
+    if history.exists():
+        m["val_history"] = [float(r["val_accuracy"]) for r in csv.DictReader(history.read_text().splitlines())]
+    return {**m, "recipe": recipe or m["recipe"]}
+
+
 def load_runs(root: Path) -> list[dict]:
-    """Every run's metrics, with ``val_history`` (validation accuracy per epoch) from its history.csv."""
-    runs = []
-    for path in sorted(Path(root).glob("*/metrics.json")):
-        m = json.loads(path.read_text())
-        history = path.with_name("history.csv")
-        if history.exists():
-            m["val_history"] = [float(r["val_accuracy"]) for r in csv.DictReader(history.read_text().splitlines())]
-        runs.append(m)
-    return runs
+    """Every run's metrics under ``root`` (one folder per run)."""
+    return [load_run(path.parent) for path in sorted(Path(root).glob("*/metrics.json"))]
 
 
 def ordered(rows: list[LadderRow]) -> list[LadderRow]:
@@ -141,11 +145,17 @@ def merge(kept: list[LadderRow], fresh: list[LadderRow]) -> list[LadderRow]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", type=Path, nargs="+")
+    ap.add_argument("runs", type=Path, nargs="*", help="folders holding one run folder each")
+    ap.add_argument("--group", help="the finished runs of this group of the run list (research/runs.py)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--csv", type=Path, help="also read back: its rows without runs here are kept")
     args = ap.parse_args(argv)
-    rows = summarise([m for root in args.runs for m in load_runs(root)])
+    listed = []
+    if args.group:
+        from research import runs
+
+        listed = [load_run(folder, run.recipe) for run, folder in runs.finished(runs.group(args.group))]
+    rows = summarise(listed + [m for root in args.runs for m in load_runs(root)])
     if args.csv and args.csv.exists():
         try:
             rows = merge(from_csv(args.csv.read_text()), rows)

@@ -4,7 +4,7 @@ The model-zoo targets compare latency against this model exported to int8 by thi
 are random (this workplace has no width-1.0 ImageNet weights): latency does not depend on them, and its
 accuracy is meaningless (about 10%).
 
-    python -m edgecifar.bench.reference runs/reference
+    python -m research.reference runs/reference
     edgecifar export runs/reference/mnv2_w1.0_96_random.keras --int8 --out runs/reference/export
 """
 

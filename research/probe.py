@@ -1,6 +1,6 @@
 """Untrained latency probe: what an architecture costs on LiteRT before a minute is spent training it.
 
-    python -m edgecifar.bench.probe edge_fast edge_fast:act=relu edge_nano \\
+    python -m research.probe edge_fast edge_fast:act=relu edge_nano \\
         --reference mnv2_w1.0_96_random_int8.tflite --out runs/probes/latency --markdown probe.md
 
 Each ``MODEL[:key=value[,key=value]]`` names a registered model (``edgecifar models``) and the keywords its
@@ -31,7 +31,7 @@ import click
 
 from edgecifar.errors import EdgeCifarError, ModelError, one_line
 
-PROG = "python -m edgecifar.bench.probe"
+PROG = "python -m research.probe"
 #: Held-out training images the export validates each file on: enough to prove it loads and runs (an untrained
 #: model's accuracy says nothing), far fewer than export's 2,000.
 VALIDATION_IMAGES = 200
