@@ -129,7 +129,7 @@ def _train(cfg: RunConfig, console, dist, precision: Precision, built: Recipe) -
     stopper = EarlyStopper(**{**state.stopper, "patience": recipe.early_stopping, "start": recipe.early_stopping_from})
     best_weights = run_dir / CHECKPOINT / "best.weights.h5"
     ema = _weight_average(model, recipe, run_dir, state, dist)
-    soft, teacher = _distillation_targets(recipe, run_dir, x_tr, y_tr, ds.fingerprint, console)
+    soft, teacher = _distillation_targets(recipe, run_dir, x_tr, y_tr, ds.fingerprint, cfg.seed, console)
 
     with (make_progress(console) if cfg.progress else _NullProgress(console)) as progress:
         run_task = progress.add_task("run", total=steps * recipe.epochs, completed=steps * state.epochs_done,
@@ -243,16 +243,28 @@ def _weight_average(model, recipe: Recipe, run_dir: Path, state: State, dist):
     return ema
 
 
-def _distillation_targets(recipe: Recipe, run_dir: Path, x: np.ndarray, y: np.ndarray, fingerprint: str, console):
-    """(soft targets, teacher description) for the recipe's teacher (train/distill.py); (None, None) when off."""
+def _distillation_targets(recipe: Recipe, run_dir: Path, x: np.ndarray, y: np.ndarray, fingerprint: str, seed: int,
+                          console):
+    """(soft targets, teacher description) for the recipe's teacher (train/distill.py): per-image targets, or with
+    ``distill_views`` the teacher's views and their targets; (None, None) when off."""
     if not recipe.distill:
         return None, None
-    from edgecifar.train.distill import cached_teacher, soft_targets
+    from edgecifar.train.distill import VIEW_AUGMENT, TeacherViews, cached_teacher, soft_targets
 
-    probs, teacher = cached_teacher(run_dir, recipe.distill, x, fingerprint)
-    teacher["teacher_train_accuracy"] = _accuracy(probs, y)
-    console.print(f"distilling from {teacher['teacher']} (weight {recipe.distill_alpha}); its accuracy on the "
-                  f"{len(y):,} training images: {percent(teacher['teacher_train_accuracy'], 2)}")
+    views = recipe.distill_views
+    if views and recipe.augment != VIEW_AUGMENT:
+        raise EdgeCifarError(f"recipe {recipe.name}: distill_views shows the teacher's {VIEW_AUGMENT} views in place "
+                             f"of the recipe's augmentation, so augment must be {VIEW_AUGMENT} (got {recipe.augment})")
+    probs, teacher = cached_teacher(run_dir, recipe.distill, x, fingerprint, views=views, seed=seed)
+    teacher["teacher_train_accuracy"] = _accuracy(probs.reshape(-1, probs.shape[-1]), np.tile(y, max(views, 1)))
+    what = f"{views} views of each image" if views else "each image and its mirror"
+    labelled = (f"labelled {what} in {teacher['teacher_seconds']:.0f} s" if "teacher_seconds" in teacher
+                else "from the run folder's cache")
+    console.print(f"distilling from {teacher['teacher']} (weight {recipe.distill_alpha}, {labelled}); its accuracy "
+                  f"on the {len(y):,} training images{' (all views)' if views else ''}: "
+                  f"{percent(teacher['teacher_train_accuracy'], 2)}")
+    if views:
+        return TeacherViews.build(y, probs, recipe.distill_alpha, seed), teacher
     return soft_targets(y, probs, recipe.distill_alpha), teacher
 
 
