@@ -29,7 +29,8 @@ def models() -> None:
 
 
 @click.command()
-def zoo() -> None:
+@click.option("--markdown", is_flag=True, help="Print every column as a markdown table (the README's zoo table).")
+def zoo(markdown: bool) -> None:
     """List the models shipped with the package: accuracy, size and latency, and the CPU that measured them."""
     from edgecifar.tables import FittedTable, output_console
     from edgecifar.zoo import ZOO_DIR, load_manifest
@@ -37,6 +38,9 @@ def zoo() -> None:
     entries = load_manifest().get("files", [])
     if not entries:
         click.echo(f"no models shipped in {ZOO_DIR}")
+        return
+    if markdown:
+        click.echo(zoo_markdown(entries), nl=False)
         return
     table = FittedTable(zoo_columns(entries), entries, title=f"edgecifar zoo ({ZOO_DIR})", priority=ZOO_PRIORITY,
                         footer=[Text(line) for line in measured_on(entries)])
@@ -86,6 +90,19 @@ def zoo_columns(entries: list[dict]) -> list:
         Column("thr", bench_value("threads", "d"), "right", note="threads of that bench run"),
         Column("runtime", lambda i, e: e.get("runtime", "")),
     ]
+
+
+def zoo_markdown(entries: list[dict]) -> str:
+    """The zoo as a markdown table with every column, then each column's note and the machine that measured it:
+    the README's copy is this text (tests/test_readme.py checks it is current)."""
+    columns = zoo_columns(entries)
+    out = ["| " + " | ".join(c.header for c in columns) + " |",
+           "| " + " | ".join("---:" if c.justify == "right" else "---" for c in columns) + " |"]
+    out += ["| " + " | ".join(str(c.cell(i, e)) for c in columns) + " |" for i, e in enumerate(entries)]
+    out.append("")
+    out += [f"- {c.header}: {c.note}." for c in columns if c.note]
+    out += [f"- {line}" for line in measured_on(entries)]
+    return "\n".join(out) + "\n"
 
 
 def _images(entries: list[dict]) -> str:

@@ -1,4 +1,4 @@
-"""What the README and the model table state agrees with what the code and the shipped files produce:
+"""What the README, docs/ and research/README.md and the model table state agrees with what the code and the shipped files produce:
 parameter counts, file sizes, what a run leaves behind, and one unit convention (edgecifar/units.py)."""
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from edgecifar.cli import main
 from edgecifar.units import size
 
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
+#: The pages that state figures: the front page, the reference and the lab notebook.
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), ROOT / "research" / "README.md"]
+TEXT = "\n".join(p.read_text() for p in PAGES)
 
 #: "78,666 parameters", "2.0M params", "79k params"
 STATED_PARAMS = re.compile(r"(\d[\d,]*(?:\.\d+)?)\s?([kM]?) param")
@@ -52,23 +54,23 @@ def test_readme_parameter_counts_and_byte_sizes_of_shipped_files_are_the_manifes
     if not entries:
         pytest.skip("no models shipped yet")
     checked = 0
-    for line in README.splitlines():
+    for line in TEXT.splitlines():
         named = [f for f in re.findall(r"`([\w.-]+\.(?:tflite|onnx))`", line) if f in entries]
         if not line.startswith("|") or len(named) != 1:
             continue
         entry = entries[named[0]]
         for number, scale in STATED_PARAMS.findall(line):
-            assert agrees(number, scale, entry["parameters"]), f"README: {named[0]} {number}{scale} params, " \
+            assert agrees(number, scale, entry["parameters"]), f"docs: {named[0]} {number}{scale} params, " \
                                                                f"manifest {entry['parameters']:,}"
             checked += 1
         for count in re.findall(r"\| (\d{1,3}(?:,\d{3})+) B \|", line):
-            assert int(count.replace(",", "")) == entry["bytes"], f"README: {named[0]} {count} B"
+            assert int(count.replace(",", "")) == entry["bytes"], f"docs: {named[0]} {count} B"
             checked += 1
     assert checked >= 4
 
 
 def test_readme_lists_everything_a_finished_run_leaves(trained_run):
-    listed = re.search(r"The run directory gets:\n\n((?:- .*\n(?:  .*\n)*)+)", README).group(1)
+    listed = re.search(r"The run directory gets:\n\n((?:- .*\n(?:  .*\n)*)+)", TEXT).group(1)
     named = set(re.findall(r"^- `([^`]+)`", listed, re.M))
     left = {p.name + ("/" if p.is_dir() else "") for p in trained_run.iterdir()} - {"export/"}  # export's own
     assert named == left
@@ -76,10 +78,10 @@ def test_readme_lists_everything_a_finished_run_leaves(trained_run):
 
 def test_readme_and_published_tables_write_sizes_one_way():
     si_looking = re.compile(r"\d(?:\.\d+)? ?(?:kB|KB|MB)\b")
-    for path in (ROOT / "README.md", ROOT / "bench" / "results" / "bench.md", ROOT / "bench" / "results" / "README.md"):
+    for path in (*PAGES, ROOT / "bench" / "results" / "bench.md", ROOT / "bench" / "results" / "README.md"):
         found = si_looking.findall(path.read_text())
         assert not found, f"{path.name}: {found[:5]} (sizes are KiB/MiB: edgecifar/units.py)"
-    assert "1 KiB = 1,024 bytes" in README
+    assert "1 KiB = 1,024 bytes" in TEXT
 
 
 def test_zoo_and_bench_write_a_files_size_the_same_way(bench_models, synthetic_archive, tmp_path):
