@@ -19,6 +19,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
+	@echo "install: edgecifar with its train and dev extras into $(VENV) (TensorFlow and friends, about 2 GB:" \
+	      "a few minutes the first time, seconds from pip's cache)"
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
 	touch $@

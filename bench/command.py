@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
-import sys
 from pathlib import Path
 
 import click
@@ -53,14 +52,13 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, rounds, refe
     Default PATHs: the shipped models plus the newest runs/*/export/ folder. Every file runs in its own
     process; a bad file gets an error row and the others still run (exit code 1 when any row failed).
     """
-    from rich.console import Console
-
     from edgecifar import data as cifar
     from edgecifar.bench import core, report
     from edgecifar.bench.devices import Job, open_device
     from edgecifar.bench.stats import block_count
     from edgecifar.fileio import write_text
     from edgecifar.runs import git_commit, runs_root
+    from edgecifar.tables import output_console
     from edgecifar.units import plural
 
     outputs = {"--json": json_out, "--csv": csv_out, "--markdown": md_out, "--plot": plot_out}
@@ -82,7 +80,7 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, rounds, refe
     n = min(limit or dev.default_images or len(dataset.y_test), len(dataset.y_test))
     images, labels = dataset.x_test[:n], dataset.y_test[:n]
 
-    console = Console(width=None if sys.stdout.isatty() else 220)
+    console = output_console()
     blocks = block_count(runs, blocks)  # what the worker splits the runs into: the figures say what ran
     timing = (f"; {plural(runs, 'run')} in {plural(blocks, 'block')} after {warmup} warm-up" if dev.timed
               else "; not timed") + (f"; {rounds} rounds, round-robin" if rounds > 1 else "")

@@ -39,6 +39,7 @@ from typing import Callable
 
 import numpy as np
 
+from edgecifar.errors import one_line
 from edgecifar.workers import PREFIX
 
 #: Packages whose versions decide a result (kernels differ between releases), reported when installed.
@@ -269,11 +270,6 @@ def _missing_runtime(file: str) -> str | None:
     return missing_runtime(file) if Path(file).suffix.lower() in RUNTIME_PACKAGES else None
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edgecifar.bench.worker", description=__doc__.split("\n")[0])
     parser.add_argument("file")
@@ -301,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                               args.blocks, args.batch, args.runtime, timed=not emulated,
                               accuracy=not args.no_accuracy))
     except Exception as exc:  # one line for the report, never a traceback
-        result.update(status="error", error=_one_line(exc), peak_rss_mb=peak_rss_mb())
+        result.update(status="error", error=one_line(exc, limit=None), peak_rss_mb=peak_rss_mb())
         result["missing_runtime"] = _missing_runtime(args.file)
         code = 1
     result["tensorflow_imported"] = "tensorflow" in sys.modules

@@ -13,6 +13,7 @@ def models() -> None:
     from edgecifar.errors import require_tensorflow
 
     require_tensorflow()
+    click.echo("models: loading TensorFlow and building each registered model to count it (10-20 s)", err=True)
     from edgecifar import models as registry
     from edgecifar.models.stats import count_macs, count_params
     from edgecifar.tables import output_console

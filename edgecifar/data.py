@@ -28,7 +28,7 @@ from typing import Iterable
 
 import numpy as np
 
-from edgecifar import LABELS
+from edgecifar import LABELS, NUM_CLASSES
 from edgecifar.errors import DataError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -272,8 +272,8 @@ def load(path: str | os.PathLike | None = None, download: bool | None = None) ->
             names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in raw)
         except Exception:
             raise DataError(f"{path}:batches.meta: not a readable CIFAR-10 meta pickle") from None
-        if len(names) != 10:
-            raise DataError(f"{path}:batches.meta: {len(names)} label names, expected 10")
+        if len(names) != NUM_CLASSES:
+            raise DataError(f"{path}:batches.meta: {len(names)} label names, expected {NUM_CLASSES}")
     return Cifar10(np.concatenate(xs), np.concatenate(ys), x_test, y_test, str(path), names,
                    tuple(train_names))
 
@@ -318,4 +318,4 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 
 
 def class_counts(labels: Iterable[int]) -> list[int]:
-    return np.bincount(np.asarray(list(labels), dtype=np.int64), minlength=10).tolist()
+    return np.bincount(np.asarray(list(labels), dtype=np.int64), minlength=NUM_CLASSES).tolist()

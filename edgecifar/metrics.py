@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from edgecifar import NUM_CLASSES
+
 
 def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy of ``scores`` [N, C] against integer ``labels`` [N]."""
@@ -35,7 +37,7 @@ def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))) if len(a) else 0.0
 
 
-def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, n_classes: int = 10) -> np.ndarray:
+def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, n_classes: int = NUM_CLASSES) -> np.ndarray:
     """Counts [true, predicted]."""
     m = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(m, (np.asarray(labels), np.asarray(predicted)), 1)

@@ -31,7 +31,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgecifar import tflite_graph
+from edgecifar import NUM_CLASSES, tflite_graph
 from edgecifar.errors import MissingDependency, ModelError, one_line
 from edgecifar.fdcapture import Captured
 from edgecifar.workers import PREFIX, error, run_module
@@ -176,7 +176,8 @@ def check(path: str | Path) -> MicroCheck:
     data = path.read_bytes()
     result = MicroCheck(str(path), len(data), dict(graph.ops), graph.macs, graph.full_integer)
     if not graph.full_integer:
-        result.error = "not a full-integer file: a microcontroller runs int8 ops (export with --int8, no --int8-float-ops)"
+        result.error = (f"not full-integer: {graph.float_part()} (a microcontroller runs int8 ops: export with --int8, "
+                        "no --int8-float-ops)")
         return result
     arena = ARENA_START
     while True:
@@ -316,7 +317,7 @@ class MicroModel:
             self.interpreter.set_input(self.input_quant.quantize(image[None].astype(np.float32)), 0)
             self.interpreter.invoke()
             outs.append(self.output_quant.dequantize(np.asarray(self.interpreter.get_output(0))).reshape(1, -1))
-        return np.concatenate(outs) if outs else np.zeros((0, 10), np.float32)
+        return np.concatenate(outs) if outs else np.zeros((0, NUM_CLASSES), np.float32)
 
 
 def _quant(detail: dict):

@@ -22,7 +22,7 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
-from edgecifar import INPUT_SHAPE
+from edgecifar import INPUT_SHAPE, NUM_CLASSES
 from edgecifar.errors import EdgeCifarError, ModelError, native_stderr_filtered, one_line
 
 #: TFLite interpreters in order of preference: module name -> runtime label.
@@ -165,7 +165,7 @@ class TFLiteModel:
                 self.interpreter.set_tensor(self._in["index"], self.input_quant.quantize(chunk))
                 self.interpreter.invoke()
                 outs.append(self.output_quant.dequantize(self.interpreter.get_tensor(self._out["index"])))
-        return np.concatenate(outs) if outs else np.zeros((0, 10), np.float32)
+        return np.concatenate(outs) if outs else np.zeros((0, NUM_CLASSES), np.float32)
 
 
 class OnnxModel:
@@ -198,7 +198,7 @@ class OnnxModel:
         with runtime_errors(self.path, self.runtime, "run"):
             outs = [self.session.run(None, {self.input_name: images[i:i + batch].astype(np.float32)})[0]
                     for i in range(0, len(images), batch)]
-        return np.concatenate(outs).astype(np.float32) if outs else np.zeros((0, 10), np.float32)
+        return np.concatenate(outs).astype(np.float32) if outs else np.zeros((0, NUM_CLASSES), np.float32)
 
 
 @contextlib.contextmanager

@@ -9,11 +9,9 @@ key of the file's ``options`` in edgecifar.json.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 from edgecifar.export import onnx, tflite
-from edgecifar.export.job import ExportJob
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 RUNTIMES = {".tflite": "litert", ".onnx": "onnxruntime"}  # must match edgecifar.runtime.LOADERS
@@ -77,7 +75,7 @@ FORMATS: tuple[Format, ...] = (
            options=(Option("float_ops", int, 0,
                            "Keep the first N operators (graph order) in float32; the input and output stay int8. "
                            "For a net that amplifies early rounding error (mnv2_ft96: 13 = the stem up to "
-                           "block_2_add; figures in the README's MobileNetV2 section). Not for TFLite Micro.",
+                           "block_2_add; figures in research/README.md, MobileNetV2 fine-tuning). Not for TFLite Micro.",
                            min=0),)),
     Format("onnx", "ONNX fp32", ".onnx", "fp32", False, onnx.write_fp32, f"ONNX float32 (opset {onnx.OPSET})."),
     Format("onnx_int8", "ONNX int8", ".onnx", "int8", True, onnx.write_int8,

@@ -292,6 +292,7 @@ def test_the_statistics_check_names_a_path_that_holds_no_model_in_one_line(tmp_p
     assert proc.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'nothing'}: no model.keras, checkpoint or .keras file"
 
 
+@pytest.mark.slow
 def test_the_statistics_check_leaves_a_model_without_batchnorm_as_it_was(trained_run, synthetic_archive):
     proc = subprocess.run([sys.executable, "-m", "edgecifar.train.finetune", str(trained_run), "--data",
                            str(synthetic_archive), "--val-size", "50", "--images", "200"],

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, get_args
 
 import numpy as np
 import tensorflow as tf
+
+from edgecifar.train.recipes import Augment
 
 
 def _uniform(seed, n, lo, hi, salt: int):
@@ -136,10 +138,13 @@ class Augmentation:
     flips: Callable[[int, int, int], np.ndarray] | None = None
 
 
-AUGMENTATIONS = {   # one per recipes.Augment value
+AUGMENTATIONS = {   # one per recipes.Augment name (the recipe table's names are the home; this table must cover them)
     "none": Augmentation(lambda images, seed: images),
     "flip_translate": Augmentation(flip_translate),
     "flip_translate_cutout": Augmentation(flip_translate_cutout),
     "altflip_translate": Augmentation(translate, flips=alternating_flips),
     "seed": Augmentation(seed_notebook),
 }
+if set(AUGMENTATIONS) != set(get_args(Augment)):
+    raise ImportError(f"train/augment.py: AUGMENTATIONS {sorted(AUGMENTATIONS)} differ from recipes.Augment "
+                      f"{get_args(Augment)}")

@@ -77,6 +77,8 @@ def train(recipe, epochs, batch_size, ema, whiten_stem, precision, seed, out, da
     require_tensorflow()
     from rich.console import Console
 
+    click.echo(f"train: loading TensorFlow, the data and {cfg.recipe.model}; the first line per epoch comes when "
+               "that epoch ends", err=True)
     try:
         metrics = run(cfg)
     except KeyboardInterrupt:

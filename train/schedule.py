@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import keras
 from keras import ops
+
+from edgecifar.train.recipes import Schedule
 
 
 class _Warmed(keras.optimizers.schedules.LearningRateSchedule):
@@ -56,12 +59,19 @@ class Cosine(_Warmed):
         return ops.where(step < up, rise, fall)
 
 
+#: One per ``recipes.Schedule`` name (the recipe table's names are the home; this table must cover them).
+SCHEDULES = {
+    "constant": lambda peak, total_steps, warmup: peak,
+    "one_cycle": OneCycle,
+    "cosine": Cosine,
+}
+if set(SCHEDULES) != set(get_args(Schedule)):
+    raise ImportError(f"train/schedule.py: SCHEDULES {sorted(SCHEDULES)} differ from recipes.Schedule {get_args(Schedule)}")
+
+
 def make(kind: str, peak: float, total_steps: int, warmup: float):
     """The recipe's learning rate (``Recipe.schedule``): a constant ``peak``, or a schedule over ``total_steps``."""
-    if kind == "constant":
-        return peak
-    if kind == "one_cycle":
-        return OneCycle(peak, total_steps, warmup)
-    if kind == "cosine":
-        return Cosine(peak, total_steps, warmup)
-    raise ValueError(f"unknown schedule {kind!r}")
+    try:
+        return SCHEDULES[kind](peak, total_steps, warmup)
+    except KeyError:
+        raise ValueError(f"unknown schedule {kind!r}") from None

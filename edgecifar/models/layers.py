@@ -7,7 +7,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from edgecifar import INPUT_SHAPE
+from edgecifar import INPUT_SHAPE, NUM_CLASSES
 
 # Per-channel statistics of the official CIFAR-10 training set (reproduced by the shared copy).
 CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32) * 255.0
@@ -30,7 +30,7 @@ def standardize(x):
                                   name="standardize")(x)
 
 
-def classifier(x, units: int = 10, regularizer=None, name: str = "scores"):
+def classifier(x, units: int = NUM_CLASSES, regularizer=None, name: str = "scores"):
     """Dense logits then a float32 softmax, so mixed-precision models still output float32 probabilities."""
     x = keras.layers.Dense(units, kernel_regularizer=regularizer, name=f"{name}_logits")(x)
     return keras.layers.Activation("softmax", dtype="float32", name=name)(x)
