@@ -118,6 +118,45 @@ def real_weights() -> Path:
     return REAL_WEIGHTS
 
 
+# --------------------------------------------------------------------------- the quick subset stays quick
+#: The fixtures that train a model or start from one that was trained here (seconds to minutes each, more on a
+#: shared core), wherever they are defined: a test that uses one, directly or through another fixture, must be
+#: marked ``slow`` so that ``pytest -m "not slow"`` never waits for a training. Conversions of untrained models
+#: built in a fixture (a second or less) are not listed: they are the quick tests' synthetic inputs.
+TRAINING_FIXTURES = frozenset({
+    "trained_run", "bench_models", "broken_models",        # this file
+    "flattened_model",                                       # test_cli_exits.py
+    "single_process_run",                                    # test_distributed.py
+    "exported", "keras_scores", "device_scores",             # test_export.py
+    "relu_int8",                                             # test_mcu.py
+    "bf16_run",                                              # test_precision.py
+    "stopped_run",                                           # test_train.py
+})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail a test not marked slow that uses a training fixture, before any fixture is set up (an autouse
+    fixture would run after the session fixtures it guards against, so after the training)."""
+    needs = sorted(TRAINING_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+    if needs and item.get_closest_marker("slow") is None:
+        pytest.fail(f"{item.nodeid} needs a trained model ({', '.join(needs)}) but is not marked slow: mark it "
+                    "@pytest.mark.slow, or give it an input that needs no training (untrained_run, small_model())",
+                    pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def untrained_run(tmp_path_factory) -> Path:
+    """A run folder whose model.keras is ``baseline`` as built, never trained: a model of the contract for tests
+    where what training taught it does not matter (arguments refused before anything is converted)."""
+    from edgecifar import models
+
+    out = tmp_path_factory.mktemp("runs") / "baseline-untrained"
+    out.mkdir()
+    models.create("baseline").save(out / "model.keras")
+    return out
+
+
 @pytest.fixture(scope="session")
 def trained_run(synthetic_archive, tmp_path_factory) -> Path:
     """A real (short) training run of ``baseline`` on the synthetic archive: a run directory with model.keras."""
@@ -131,6 +170,20 @@ def trained_run(synthetic_archive, tmp_path_factory) -> Path:
 
 
 # --------------------------------------------------------------------------- model files for bench/predict
+#: A shipped int8 file: a real model benched in well under a second, with no model to train first.
+SMALL = "edge_nano_kd160_int8.tflite"
+
+
+def small_model() -> Path:
+    """The shipped ``SMALL`` file (the test skips, saying so, when it is not shipped)."""
+    from edgecifar import zoo
+
+    path = zoo.ZOO_DIR / SMALL
+    if not path.exists():
+        pytest.skip(f"{SMALL} is not shipped")
+    return path
+
+
 # Converted with TensorFlow directly, not the export stage, so the bench tests do not depend on it.
 BENCH_GOOD = ("tiny_fp32.tflite", "tiny_int8.tflite", "tiny_fp32.onnx")
 

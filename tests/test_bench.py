@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import small_model
 from edgecifar.bench import core
 from edgecifar.bench.devices import Job, LocalDevice, parse_worker_output
 from edgecifar.cli import main
@@ -31,6 +32,7 @@ def good_files(folder: Path) -> list[str]:
     return [str(folder / n) for n in ("tiny_fp32.tflite", "tiny_int8.tflite", "tiny_fp32.onnx")]
 
 
+@pytest.mark.slow
 def test_bench_measures_litert_and_onnxruntime_files_into_json_and_csv(bench_models, synthetic_archive, tmp_path):
     out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
     result = bench(*good_files(bench_models), "--json", str(out_json), "--csv", str(out_csv), data=synthetic_archive)
@@ -63,6 +65,7 @@ def test_bench_measures_litert_and_onnxruntime_files_into_json_and_csv(bench_mod
     assert "tiny_int8.tflite" in result.output and "median of 5 block medians" in result.output
 
 
+@pytest.mark.slow
 def test_markdown_report_has_a_row_per_file_and_says_what_was_measured(bench_models, synthetic_archive, tmp_path):
     out = tmp_path / "r.md"
     result = bench(*good_files(bench_models), "--markdown", str(out), data=synthetic_archive)
@@ -74,6 +77,7 @@ def test_markdown_report_has_a_row_per_file_and_says_what_was_measured(bench_mod
     assert all(" ok" in r for r in rows)
 
 
+@pytest.mark.slow
 def test_each_thread_count_is_its_own_row(bench_models, synthetic_archive, tmp_path):
     out = tmp_path / "r.json"
     result = bench(str(bench_models / "tiny_int8.tflite"), "--threads", "1,2", "--json", str(out),
@@ -84,6 +88,7 @@ def test_each_thread_count_is_its_own_row(bench_models, synthetic_archive, tmp_p
     assert rows[0]["accuracy"] == rows[1]["accuracy"]
 
 
+@pytest.mark.slow
 def test_plot_and_confusion_matrices_are_written(bench_models, synthetic_archive, tmp_path):
     plot, conf = tmp_path / "pareto.png", tmp_path / "confusion"
     result = bench(*good_files(bench_models), "--plot", str(plot), "--confusion", str(conf), data=synthetic_archive)
@@ -94,6 +99,7 @@ def test_plot_and_confusion_matrices_are_written(bench_models, synthetic_archive
     assert "most confused" in result.output
 
 
+@pytest.mark.slow
 def test_bad_files_get_their_own_error_rows_and_the_others_still_run(bench_models, broken_models,
                                                                      synthetic_archive, tmp_path):
     out = tmp_path / "r.json"
@@ -131,6 +137,7 @@ def test_a_crashing_or_failing_worker_is_a_row_error_not_a_bench_crash(tmp_path)
         "worker failed: ImportError: no numpy"
 
 
+@pytest.mark.slow
 def test_the_legacy_tflite_runtime_is_selectable_and_reported_when_missing(bench_models, synthetic_archive, tmp_path):
     try:
         import tflite_runtime  # noqa: F401
@@ -148,6 +155,7 @@ def test_the_legacy_tflite_runtime_is_selectable_and_reported_when_missing(bench
                             "litert is installed: use --runtime litert (or auto)")
 
 
+@pytest.mark.slow
 def test_without_a_manifest_format_and_precision_come_from_the_file(bench_models, synthetic_archive, tmp_path):
     bare = tmp_path / "bare"
     bare.mkdir()
@@ -163,12 +171,12 @@ def test_without_a_manifest_format_and_precision_come_from_the_file(bench_models
     assert rows["model_a.tflite"]["parameters"] is None and rows["model_a.tflite"]["model"] == "model_a"
 
 
-def test_default_paths_are_the_zoo_plus_the_newest_export(bench_models, tmp_path, monkeypatch):
+def test_default_paths_are_the_zoo_plus_the_newest_export(tmp_path, monkeypatch):
     old, new = tmp_path / "runs" / "a" / "export", tmp_path / "runs" / "b" / "export"
     for folder in (old, new):
         folder.mkdir(parents=True)
-    shutil.copy(bench_models / "tiny_int8.tflite", old / "old_int8.tflite")
-    shutil.copy(bench_models / "tiny_fp32.onnx", new / "new_fp32.onnx")
+    shutil.copy(small_model(), old / "old_int8.tflite")     # the paths are chosen by name and time, not content
+    shutil.copy(small_model(), new / "new_fp32.onnx")
     import os
 
     os.utime(old / "old_int8.tflite", (1, 1))
@@ -186,12 +194,13 @@ def test_bench_with_nothing_to_bench_says_what_to_pass(tmp_path, monkeypatch, sy
     assert "nothing to bench" in result.output and "Traceback" not in result.output
 
 
-def test_unknown_device_is_a_one_line_error(bench_models, synthetic_archive):
-    result = CliRunner().invoke(main, ["bench", str(bench_models / "tiny_int8.tflite"), "--device", "tpu://x",
+def test_unknown_device_is_a_one_line_error(synthetic_archive):
+    result = CliRunner().invoke(main, ["bench", str(small_model()), "--device", "tpu://x",
                                        "--data", str(synthetic_archive)])
     assert result.exit_code == 2 and "unknown device 'tpu://x'" in result.output
 
 
+@pytest.mark.slow
 def test_worker_runs_alone_and_never_imports_tensorflow(bench_models, tmp_path):
     from conftest import separable_images
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from conftest import SMALL
 from edgecifar import data as cifar
 from edgecifar import zoo
 from edgecifar.bench import core
@@ -19,8 +20,6 @@ from edgecifar.fileio import sha256
 from edgecifar.host import FEATURES, cpu_features
 
 QUICK = ["--runs", "10", "--warmup", "2", "--limit", "40"]
-#: A shipped int8 file: benched in well under a second, with no model to train first.
-SMALL = "edge_nano_kd160_int8.tflite"
 
 
 def bench(*args: str, data: Path):

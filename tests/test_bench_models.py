@@ -7,9 +7,11 @@ The fixtures that make them (``bench_models``, ``broken_models``) live in confte
 
 from __future__ import annotations
 
-
+import pytest
 
 from conftest import BENCH_GOOD, fresh_python
+
+pytestmark = pytest.mark.slow   # every file here is converted from a trained model
 
 GOOD = BENCH_GOOD
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from conftest import SMALL, small_model
 from edgecifar import zoo
 from edgecifar.cli import main
 
@@ -25,6 +26,7 @@ def bench(*args: str, data: Path):
     return CliRunner().invoke(main, ["bench", *args, "--data", str(data)], catch_exceptions=False)
 
 
+@pytest.mark.slow
 def test_two_files_of_the_same_name_get_their_own_rows_and_confusion_matrices(bench_models, synthetic_archive,
                                                                                tmp_path):
     for folder, source in (("a", "tiny_int8.tflite"), ("b", "tiny_fp32.tflite")):
@@ -41,6 +43,7 @@ def test_two_files_of_the_same_name_get_their_own_rows_and_confusion_matrices(be
         assert name in result.stdout.split("most confused")[0]          # the table row
 
 
+@pytest.mark.slow
 def test_one_run_never_writes_two_of_its_outputs_to_the_same_file(bench_models, synthetic_archive, tmp_path):
     same = tmp_path / "out.txt"
     result = bench(str(bench_models / "tiny_int8.tflite"), *QUICK, "--json", str(same), "--csv", str(same),
@@ -49,6 +52,7 @@ def test_one_run_never_writes_two_of_its_outputs_to_the_same_file(bench_models, 
     assert result.stderr == f"error: {same}: named by both --json and --csv; give each its own file\n"
 
 
+@pytest.mark.slow
 def test_a_run_folder_is_benched_through_its_export_folder(bench_models, synthetic_archive, tmp_path):
     run = tmp_path / "runs" / "baseline-seed0"
     (run / "export").mkdir(parents=True)
@@ -72,6 +76,7 @@ def test_a_zoo_file_is_benched_by_the_name_edgecifar_zoo_lists(synthetic_archive
     assert row["file"] == str(zoo.ZOO_DIR / shipped[0]) and row["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_headers_and_footers_come_from_the_settings_that_ran(bench_models, synthetic_archive, tmp_path):
     out, md = tmp_path / "r.json", tmp_path / "r.md"
     result = bench(str(bench_models / "tiny_int8.tflite"), "--runs", "3", "--blocks", "5", "--batch", "7",
@@ -85,6 +90,7 @@ def test_headers_and_footers_come_from_the_settings_that_ran(bench_models, synth
     assert "median of 3 block medians of 3 runs" in md.read_text() and "throughput at batch 7" in md.read_text()
 
 
+@pytest.mark.slow
 def test_counts_of_one_are_singular(bench_models, synthetic_archive):
     result = bench(str(bench_models / "tiny_int8.tflite"), "--runs", "10", "--warmup", "1", "--limit", "1",
                    data=synthetic_archive)
@@ -95,6 +101,7 @@ def test_counts_of_one_are_singular(bench_models, synthetic_archive):
     assert "(s)" not in result.output and "1 test images" not in result.output
 
 
+@pytest.mark.slow
 def test_bench_json_records_the_cpu_and_the_runtime_versions(bench_models, synthetic_archive, tmp_path):
     out = tmp_path / "r.json"
     result = bench(str(bench_models / "tiny_int8.tflite"), str(bench_models / "tiny_fp32.onnx"), *QUICK,
@@ -108,6 +115,7 @@ def test_bench_json_records_the_cpu_and_the_runtime_versions(bench_models, synth
     assert meta["versions"]["onnxruntime"] == metadata.version("onnxruntime")
 
 
+@pytest.mark.slow
 def test_json_and_csv_name_a_file_under_home_by_its_tilde_path_not_one_machines_home(
         bench_models, synthetic_archive, tmp_path, monkeypatch):
     home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
@@ -126,17 +134,6 @@ def test_json_and_csv_name_a_file_under_home_by_its_tilde_path_not_one_machines_
 
 
 # --------------------------------------------------------------------------- outputs checked before the work
-
-#: A shipped int8 file: benched in well under a second, with no model to train first.
-SMALL = "edge_nano_kd160_int8.tflite"
-
-
-def small_model() -> Path:
-    path = zoo.ZOO_DIR / SMALL
-    if not path.exists():
-        pytest.skip(f"{SMALL} is not shipped")
-    return path
-
 
 def unwritable(case: str, tmp_path: Path, name: str) -> Path:
     """An output path no one can write, root included (chmod does not stop root)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import small_model
 from edgecifar.bench import core, rounds
 from edgecifar.bench.devices import Device, Job, parse_worker_output
 from edgecifar.errors import EdgeCifarError
@@ -236,17 +238,17 @@ def edgecifar(*args: str) -> subprocess.CompletedProcess:
                           env={**os.environ, "EDGECIFAR_OFFLINE": "1"})
 
 
-def test_a_reference_not_among_the_files_is_one_line_exit_2_and_nothing_written(bench_models, synthetic_archive,
-                                                                                tmp_path):
-    out = tmp_path / "r.json"
-    proc = edgecifar(str(bench_models / "tiny_int8.tflite"), "--reference", str(bench_models / "tiny_fp32.tflite"),
-                     "--json", str(out), "--data", str(synthetic_archive), *QUICK)
+def test_a_reference_not_among_the_files_is_one_line_exit_2_and_nothing_written(synthetic_archive, tmp_path):
+    out, other = tmp_path / "r.json", tmp_path / "other_int8.tflite"
+    shutil.copy(small_model(), other)
+    proc = edgecifar(str(small_model()), "--reference", str(other), "--json", str(out), "--data",
+                     str(synthetic_archive), *QUICK)
     assert proc.returncode == 2
-    assert proc.stderr == (f"error: --reference {bench_models / 'tiny_fp32.tflite'}: not among the benched files "
-                           "(name it among the PATHs too)\n")
+    assert proc.stderr == f"error: --reference {other}: not among the benched files (name it among the PATHs too)\n"
     assert proc.stdout == "" and not out.exists()
 
 
+@pytest.mark.slow
 def test_the_worker_skips_the_accuracy_pass_when_asked(bench_models, tmp_path):
     from conftest import separable_images
 
@@ -262,6 +264,7 @@ def test_the_worker_skips_the_accuracy_pass_when_asked(bench_models, tmp_path):
     assert result["latency"]["median_ms"] > 0 and result["latency"]["runs"] == 5
 
 
+@pytest.mark.slow
 def test_two_rounds_with_a_reference_through_the_console_script(bench_models, synthetic_archive, tmp_path):
     out, table, md = tmp_path / "r.json", tmp_path / "r.csv", tmp_path / "r.md"
     names = ("tiny_int8.tflite", "tiny_fp32.tflite")
@@ -292,6 +295,7 @@ def test_two_rounds_with_a_reference_through_the_console_script(bench_models, sy
         "tiny_int8.tflite's" in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_device_that_times_nothing_ignores_rounds_and_reference_in_one_line(bench_models, synthetic_archive):
     from click.testing import CliRunner
 

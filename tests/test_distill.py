@@ -46,6 +46,7 @@ def test_a_zoo_file_name_names_the_shipped_teacher():
     assert teacher_path(shipped.name) == shipped
 
 
+@pytest.mark.slow
 def test_the_teacher_runs_once_and_is_reused_from_the_run_folder(bench_models, tmp_path):
     from edgecifar import runtime
 

@@ -24,6 +24,7 @@ def test_the_decay_warms_up_then_holds_at_its_setting():
     assert warmed_decay(0.999, 10**6) == 0.999
 
 
+@pytest.mark.slow
 def test_averaging_leaves_training_alone_and_ships_the_average(synthetic_archive, tmp_path):
     import keras
 
@@ -44,6 +45,7 @@ def test_averaging_with_early_stopping_is_refused_in_one_line(synthetic_archive,
         run(_cfg(synthetic_archive, tmp_path / "both", ema=0.9, early_stopping=3, select="val_loss"))
 
 
+@pytest.mark.slow
 def test_a_bf16_run_ships_the_average_it_evaluated_and_reports_it_in_float32(synthetic_archive, tmp_path):
     """history.csv's ema_val_accuracy is the average run in the training precision (bf16); metrics.json's
     val_accuracy is the shipped float32 model, which holds exactly that average (BatchNorm statistics included):

@@ -74,13 +74,14 @@ def test_a_model_whose_input_is_not_32x32x3(wrong_shape_model, synthetic_archive
     assert files_in(out) == []
 
 
-def test_missing_calibration_data(trained_run, tmp_path):
+def test_missing_calibration_data(untrained_run, tmp_path):
     out = tmp_path / "out"
-    result = export_cli(str(trained_run), "--int8", "--data", str(tmp_path / "nowhere.tar.gz"), "--out", str(out))
+    result = export_cli(str(untrained_run), "--int8", "--data", str(tmp_path / "nowhere.tar.gz"), "--out", str(out))
     assert_one_line_error(result, "nowhere.tar.gz", "no CIFAR-10 data")
     assert files_in(out) == []
 
 
+@pytest.mark.slow
 def test_too_few_calibration_images(trained_run, synthetic_archive, tmp_path):
     out = tmp_path / "out"
     result = export_cli(str(trained_run), "--int8", "--calibration", "5", "--data", str(synthetic_archive),
@@ -93,13 +94,14 @@ def test_too_few_calibration_images(trained_run, synthetic_archive, tmp_path):
     assert files_in(out) == []
 
 
-def test_unwritable_output_folder(trained_run, synthetic_archive, tmp_path):
+def test_unwritable_output_folder(untrained_run, synthetic_archive, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    result = export_cli(str(trained_run), "--data", str(synthetic_archive), "--out", str(blocker / "export"))
+    result = export_cli(str(untrained_run), "--data", str(synthetic_archive), "--out", str(blocker / "export"))
     assert_one_line_error(result, "output folder is not writable")
 
 
+@pytest.mark.slow
 def test_one_failing_format_does_not_stop_the_others(trained_run, synthetic_archive, tmp_path, monkeypatch):
     def boom(job, dest):
         raise RuntimeError("converter exploded\nwith a second line nobody should see")

@@ -153,37 +153,37 @@ def _one_error_line(proc: subprocess.CompletedProcess) -> str:
     return lines[0].removeprefix("error: ")
 
 
-def test_int8_float_ops_without_int8_exits_2_with_one_line_and_writes_nothing(trained_run, tmp_path):
+def test_int8_float_ops_without_int8_exits_2_with_one_line_and_writes_nothing(untrained_run, tmp_path):
     out = tmp_path / "out"
     for chosen in ((), ("--fp16",)):
-        message = _one_error_line(_edgecifar("export", str(trained_run), *chosen, "--int8-float-ops", "3",
+        message = _one_error_line(_edgecifar("export", str(untrained_run), *chosen, "--int8-float-ops", "3",
                                              "--out", str(out)))
         assert message == ("--int8-float-ops 3 is an option of --int8, which was not given: "
                            "add --int8 or drop --int8-float-ops")
         assert not out.exists()
 
 
-def test_a_negative_float_ops_is_refused_with_one_message_by_the_command_line_and_the_api(trained_run, tmp_path):
+def test_a_negative_float_ops_is_refused_with_one_message_by_the_command_line_and_the_api(untrained_run, tmp_path):
     from edgecifar.errors import EdgeCifarError
     from edgecifar.export import pipeline, source
 
     out = tmp_path / "out"
-    message = _one_error_line(_edgecifar("export", str(trained_run), "--int8", "--int8-float-ops", "-1",
+    message = _one_error_line(_edgecifar("export", str(untrained_run), "--int8", "--int8-float-ops", "-1",
                                          "--out", str(out)))
     assert message == "--int8-float-ops -1: expected 0 or more"
     with pytest.raises(EdgeCifarError) as refused:
-        pipeline.run(pipeline.ExportConfig(source.resolve(trained_run), [by_key("int8")], out=out,
+        pipeline.run(pipeline.ExportConfig(source.resolve(untrained_run), [by_key("int8")], out=out,
                                            options={"int8": {"float_ops": -1}}))
     assert str(refused.value) == message
     assert not out.exists()
 
 
-def test_the_api_refuses_options_a_format_does_not_declare_or_was_not_chosen_for(trained_run):
+def test_the_api_refuses_options_a_format_does_not_declare_or_was_not_chosen_for(untrained_run):
     from edgecifar.errors import EdgeCifarError
     from edgecifar.export.pipeline import ExportConfig
     from edgecifar.export.source import resolve
 
-    src = resolve(trained_run)
+    src = resolve(untrained_run)
     with pytest.raises(EdgeCifarError, match="--int8 has no option 'float_opz'; it takes: float_ops"):
         ExportConfig(src, [by_key("int8")], options={"int8": {"float_opz": 3}})
     with pytest.raises(EdgeCifarError, match="--fp16 has no option 'float_ops'"):

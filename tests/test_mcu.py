@@ -158,6 +158,7 @@ def test_an_option_of_another_device_is_a_one_line_error_naming_its_flag():
 # --------------------------------------------------------------------------- what TFLite Micro makes of files
 
 @needs_micro
+@pytest.mark.slow
 def test_smallest_arena_allocates_and_one_byte_less_does_not(relu_int8):
     check = micro.check(relu_int8)
     data = relu_int8.read_bytes()
@@ -210,6 +211,7 @@ def test_a_file_that_is_not_tflite_is_a_one_line_model_error(tmp_path):
 # --------------------------------------------------------------------------- edgecifar bench --device mcu
 
 @needs_micro
+@pytest.mark.slow
 def test_bench_mcu_runs_a_relu_int8_file_with_arena_flash_accuracy_and_agreement_with_litert(
         relu_int8, synthetic_archive):
     proc, doc = bench_mcu(str(relu_int8), data=synthetic_archive)
@@ -251,6 +253,7 @@ def test_bench_mcu_runs_a_foreign_float_io_file_with_macs_from_its_flatbuffer(fo
 
 
 @needs_micro
+@pytest.mark.slow
 def test_bench_mcu_gives_float_and_onnx_files_an_error_row_and_one_row_per_file(bench_models, synthetic_archive):
     files = [str(bench_models / n) for n in ("tiny_int8.tflite", "tiny_fp32.tflite", "tiny_fp32.onnx")]
     proc, doc = bench_mcu(*files, "--threads", "1,2", data=synthetic_archive)
@@ -305,6 +308,7 @@ def test_a_default_bench_on_the_mcu_skips_what_it_cannot_run_in_one_line_and_exi
         assert reason in skipped
 
 
+@pytest.mark.slow
 def test_where_a_file_computes_in_float_is_said_from_its_flatbuffer(bench_models):
     assert tflite_graph.read(bench_models / "tiny_int8.tflite").float_part() is None
     assert tflite_graph.read(bench_models / "tiny_fp32.tflite").float_part() == (
@@ -337,6 +341,7 @@ def test_mcu_table_keeps_file_flash_arena_and_top1_whole_at_80_columns():
 
 
 @needs_micro
+@pytest.mark.slow
 def test_a_file_that_crashes_tflite_micro_is_an_error_row_and_the_next_file_still_runs(
         crashes_tflm, relu_int8, synthetic_archive):
     proc, doc = bench_mcu(str(crashes_tflm), str(relu_int8), data=synthetic_archive)
@@ -391,6 +396,7 @@ sys.meta_path.insert(0, Absent())
 """
 
 
+@pytest.mark.slow
 def test_without_tflite_micro_bench_says_which_extra_and_export_says_so_in_its_column(relu_int8, synthetic_archive):
     bench = WITHOUT_TFLITE_MICRO + (f"sys.argv = ['edgecifar', 'bench', {str(relu_int8)!r}, '--device', 'mcu', "
                                     f"'--data', {str(synthetic_archive)!r}]\n"

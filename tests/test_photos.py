@@ -80,6 +80,7 @@ def test_16_bit_pgm_tiff_and_png_files_of_every_layout_keep_their_levels(tmp_pat
     assert images.load_image(rgb)[0, 0].tolist() == [100, 50, 25]
 
 
+@pytest.mark.slow
 def test_a_16_bit_greyscale_png_is_classified_like_its_8_bit_copy(bench_models, tmp_path):
     x = picture(seed=5)
     grey8 = np.asarray(Image.fromarray(x).convert("L"))
@@ -123,6 +124,7 @@ def test_cmyk_jpeg_greyscale_bilevel_and_palette_images_keep_their_colours(tmp_p
     assert np.all(images.load_image(tmp_path / "palette.gif") == 120)
 
 
+@pytest.mark.slow
 def test_pixels_without_a_white_level_are_refused_in_one_line(bench_models, tmp_path):
     Image.fromarray(np.full((40, 40), 70_000, np.int32)).save(tmp_path / "int32.tif")
     Image.fromarray(np.full((40, 40), 0.5, np.float32)).save(tmp_path / "float.tif")
@@ -149,6 +151,7 @@ def test_exif_orientation_6_is_turned_upright(tmp_path):
     assert np.abs(jpeg - np.rot90(picture(7, 1), 1)).mean() > 20     # not the stored, sideways picture
 
 
+@pytest.mark.slow
 def test_an_image_smaller_than_32x32_is_classified_with_a_warning(bench_models, tmp_path):
     Image.new("RGB", (1, 1), (200, 30, 60)).save(tmp_path / "dot.png")
     warnings = []
@@ -162,6 +165,7 @@ def test_an_image_smaller_than_32x32_is_classified_with_a_warning(bench_models, 
 
 # --------------------------------------------------------------------------- arguments and output
 
+@pytest.mark.slow
 def test_a_folder_is_classified_image_by_image_and_one_without_images_is_an_error_line(bench_models, tmp_path):
     photos, empty = tmp_path / "photos", tmp_path / "empty"
     photos.mkdir()
@@ -179,6 +183,7 @@ def test_a_folder_is_classified_image_by_image_and_one_without_images_is_an_erro
     assert "1 of 3 images could not be read" in result.stderr
 
 
+@pytest.mark.slow
 def test_predict_json_is_one_document_with_class_probability_top_classes_and_errors(bench_models, tmp_path):
     Image.fromarray(picture(seed=2)).save(tmp_path / "one.png")
     code, doc, stderr = predict_json(str(tmp_path / "one.png"), str(tmp_path / "missing.png"),

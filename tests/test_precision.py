@@ -71,11 +71,13 @@ def _train(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_the_checkpoint_records_the_precision_the_run_started_in(bf16_run):
     state = json.loads((bf16_run / "checkpoint" / "state.json").read_text())
     assert state["precision"] == "mixed_bfloat16" and state["settings"]["mixed_bfloat16"] is False  # the wish kept
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_its_precision_says_so_and_metrics_json_records_it(bf16_run, synthetic_archive,
                                                                                 tmp_path):
     run_dir = shutil.copytree(bf16_run, tmp_path / "run")
@@ -89,6 +91,7 @@ def test_a_resumed_run_keeps_its_precision_says_so_and_metrics_json_records_it(b
     assert metrics["recipe_settings"]["mixed_bfloat16"] is False
 
 
+@pytest.mark.slow
 def test_resuming_in_another_precision_exits_2_with_one_line_and_changes_nothing(bf16_run, synthetic_archive,
                                                                                  tmp_path):
     run_dir = shutil.copytree(bf16_run, tmp_path / "run")
@@ -103,6 +106,7 @@ def test_resuming_in_another_precision_exits_2_with_one_line_and_changes_nothing
     assert state.read_bytes() == before and not (run_dir / "model.keras").exists()
 
 
+@pytest.mark.slow
 def test_a_new_run_says_its_precision_in_one_line_and_metrics_json_records_why(synthetic_archive, tmp_path):
     proc = _train("--out", str(tmp_path / "run"), "--epochs", "1", "--data", str(synthetic_archive),
                   "--precision", "float32")

@@ -68,6 +68,7 @@ def test_greyscale_and_palette_images_become_rgb(tmp_path):
     assert images.load_image(pal).shape == (32, 32, 3)
 
 
+@pytest.mark.slow
 def test_predict_prints_class_probability_and_top3_per_image(photos, bench_models):
     paths = [str(p) for p, _, _ in photos]
     result = CliRunner().invoke(main, ["predict", *paths, "--model", str(bench_models / "tiny_int8.tflite")])
@@ -84,6 +85,7 @@ def test_predict_prints_class_probability_and_top3_per_image(photos, bench_model
     assert right >= 4                                # a model trained on these separable images
 
 
+@pytest.mark.slow
 def test_unreadable_images_are_reported_and_the_others_still_classified(photos, bench_models, tmp_path):
     junk = tmp_path / "junk.png"
     junk.write_bytes(np.random.default_rng(1).bytes(500))
@@ -107,6 +109,7 @@ def test_predict_without_a_model_and_an_empty_zoo_says_to_pass_model(photos, mon
     assert result.stderr.strip() == "error: no shipped model yet (the zoo is empty): pass --model FILE.tflite"
 
 
+@pytest.mark.slow
 def test_default_model_is_the_zoos_most_accurate_int8_tflite(tmp_path, monkeypatch, bench_models):
     for name in ("a_int8.tflite", "b_int8.tflite", "c_fp32.tflite", "d_int8.onnx"):
         (tmp_path / name).write_bytes((bench_models / "tiny_int8.tflite").read_bytes())
@@ -118,6 +121,7 @@ def test_default_model_is_the_zoos_most_accurate_int8_tflite(tmp_path, monkeypat
     assert pred.default_model() == tmp_path / "b_int8.tflite"
 
 
+@pytest.mark.slow
 def test_predict_rejects_onnx_and_wrong_input_models_in_one_line(photos, bench_models):
     for model, message in (("tiny_fp32.onnx", "predict runs .tflite files with LiteRT"),
                            ("wrong_shape.tflite", "input shape Nx28x28x1, expected Nx32x32x3")):
@@ -125,6 +129,7 @@ def test_predict_rejects_onnx_and_wrong_input_models_in_one_line(photos, bench_m
         assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_predict_never_imports_tensorflow(photos, bench_models):
     code = ("import sys\n"
             "from click.testing import CliRunner\n"
@@ -173,6 +178,7 @@ def base_only_site(tmp_path: Path) -> dict:
     return env
 
 
+@pytest.mark.slow
 def test_predict_runs_where_only_the_base_install_is_present(photos, bench_models, tmp_path):
     env = base_only_site(tmp_path)
     proc = subprocess.run([sys.executable, "-S", "-m", "edgecifar", "predict", str(photos[0][0]),
@@ -288,6 +294,7 @@ def test_a_model_that_cannot_be_prepared_is_refused_once_in_one_line(hostile_mod
     assert line.startswith(f"error: {model}: LiteRT cannot prepare this model (Invalid tensor index 9999 in node")
 
 
+@pytest.mark.slow
 def test_a_model_whose_name_starts_with_a_dash_is_a_file_to_the_worker_not_an_option(photos, bench_models, tmp_path,
                                                                                       monkeypatch):
     (tmp_path / "-h_int8.tflite").write_bytes((bench_models / "tiny_int8.tflite").read_bytes())

@@ -69,6 +69,7 @@ def test_readme_parameter_counts_and_byte_sizes_of_shipped_files_are_the_manifes
     assert checked >= 4
 
 
+@pytest.mark.slow
 def test_readme_lists_everything_a_finished_run_leaves(trained_run):
     listed = re.search(r"The run directory gets:\n\n((?:- .*\n(?:  .*\n)*)+)", TEXT).group(1)
     named = set(re.findall(r"^- `([^`]+)`", listed, re.M))
@@ -84,6 +85,7 @@ def test_readme_and_published_tables_write_sizes_one_way():
     assert "1 KiB = 1,024 bytes" in TEXT
 
 
+@pytest.mark.slow
 def test_zoo_and_bench_write_a_files_size_the_same_way(bench_models, synthetic_archive, tmp_path):
     entries = zoo.load_manifest().get("files", [])
     if entries:

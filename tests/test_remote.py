@@ -110,6 +110,7 @@ def ssh_bench(sshd, *args):
                                      "--remote-python", sys.executable, *QUICK], catch_exceptions=False)
 
 
+@pytest.mark.slow
 def test_bench_over_real_ssh_copies_files_runs_the_worker_there_and_brings_back_the_figures(
         sshd, bench_models, broken_models, synthetic_archive, tmp_path):
     before = set(glob.glob("/tmp/edgecifar-bench.*"))
@@ -139,6 +140,7 @@ def test_bench_over_real_ssh_copies_files_runs_the_worker_there_and_brings_back_
     assert set(glob.glob("/tmp/edgecifar-bench.*")) == before   # the board's temporary folder is removed
 
 
+@pytest.mark.slow
 def test_unreachable_ssh_board_gives_each_row_a_clear_error(bench_models, synthetic_archive, tmp_path):
     if not shutil.which("ssh"):
         pytest.skip("ssh client not installed")
@@ -156,6 +158,7 @@ def test_unreachable_ssh_board_gives_each_row_a_clear_error(bench_models, synthe
         assert "Connection refused" in r["error"] and "\n" not in r["error"]
 
 
+@pytest.mark.slow
 def test_remote_python_without_edgecifar_is_explained(sshd, bench_models, synthetic_archive, tmp_path):
     # A board whose python has no edgecifar: an empty venv (no packages at all).
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True, timeout=120)
@@ -171,6 +174,7 @@ def test_remote_python_without_edgecifar_is_explained(sshd, bench_models, synthe
     assert f"edgecifar is not installed for {bare}" in row["error"]
 
 
+@pytest.mark.slow
 def test_boards_without_sftp_get_files_over_the_legacy_scp_protocol(tmp_path, bench_models):
     proc, port, key = start_sshd(tmp_path, sftp=False)
     dev = SSHDevice(host="127.0.0.1", user=getpass.getuser(), port=port, key=str(key),
@@ -184,6 +188,7 @@ def test_boards_without_sftp_get_files_over_the_legacy_scp_protocol(tmp_path, be
     assert not Path(remote).exists()
 
 
+@pytest.mark.slow
 def test_the_board_needs_only_the_base_install_for_tflite_files(bench_models, tmp_path):
     """The worker an ssh board runs, in an environment with only the base packages (no TensorFlow,
     no onnxruntime): TFLite files measure fine, ONNX files get a clear error row."""

@@ -73,6 +73,7 @@ def board(request, tmp_path_factory):
     stop(proc)
 
 
+@pytest.mark.slow
 def test_hostile_model_names_over_ssh_run_like_the_plain_name_and_no_command_in_them_runs(
         board, bench_models, synthetic_archive, tmp_path):
     flags, label = board
@@ -97,6 +98,7 @@ def test_hostile_model_names_over_ssh_run_like_the_plain_name_and_no_command_in_
         assert (row["accuracy"], row["precision"]) == (plain["accuracy"], plain["precision"]), (label, name)
 
 
+@pytest.mark.slow
 def test_remote_errors_name_the_users_file_not_the_boards_copy(board, broken_models, synthetic_archive, tmp_path):
     flags, label = board
     bad = tmp_path / "$(x) truncated.tflite"
@@ -178,6 +180,7 @@ def test_an_ssh_url_whose_user_or_host_ssh_would_read_as_an_option_is_refused(ur
         SSHDevice.parse(url)
 
 
+@pytest.mark.slow
 def test_a_model_named_like_an_option_is_measured_as_a_file_on_this_machine(bench_models, synthetic_archive,
                                                                           tmp_path):
     folder = tmp_path / "models"
