@@ -57,20 +57,26 @@ def family(row: dict) -> str:
     return stem
 
 
+def plotted(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """What the plot shows of ``rows``: the timing references (at chance: a line at their latency) and the
+    points, one per other measured row with an accuracy and a positive latency (a log axis has no zero)."""
+    timed = [r for r in rows if measured(r) and finite(r.get("accuracy")) and finite(r.get("latency_ms"))
+             and r["latency_ms"] > 0]
+    return [r for r in timed if at_chance(r)], [r for r in timed if not at_chance(r)]
+
+
 def pareto_plot(rows: list[dict], path: str | Path, title: str = "CIFAR-10 top-1 against latency") -> Path:
     """Accuracy (%) against median batch-1 latency (ms, log axis); the Pareto front drawn; points labelled
     (all of them, or past ``LABEL_ALL`` points the front only, with families told apart by colour)."""
     plt = _pyplot()
-    timed = [r for r in rows if measured(r) and finite(r.get("accuracy")) and finite(r.get("latency_ms"))
-             and r["latency_ms"] > 0]
-    ok = [r for r in timed if not at_chance(r)]
+    references, ok = plotted(rows)
+    timed = references + ok
     multi = len({r.get("threads") for r in timed}) > 1
     crowded = len(ok) > LABEL_ALL
     fig, ax = plt.subplots(figsize=(10, 6.5) if crowded else (8, 5.5), dpi=120)
-    for r in timed:
-        if at_chance(r):  # an untrained timing reference: its latency is the point, not its accuracy
-            ax.axvline(r["latency_ms"], color="0.4", ls=":", lw=1.2,
-                       label=f"{label(r, multi)} (untrained: latency only)")
+    for r in references:  # an untrained timing reference: its latency is the point, not its accuracy
+        ax.axvline(r["latency_ms"], color="0.4", ls=":", lw=1.2,
+                   label=f"{label(r, multi)} (untrained: latency only)")
     if ok:
         lat = np.array([r["latency_ms"] for r in ok])
         acc = np.array([100 * r["accuracy"] for r in ok])

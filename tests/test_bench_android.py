@@ -1,8 +1,13 @@
 """Parsing TensorFlow Lite ``benchmark_model`` output, tested on REAL output published by its users.
 
 Every sample below is copied verbatim (only the lines the parser needs, plus neighbours) from a
-public source, named above it. No Android device is available here, so the adb path itself is
-exercised with a stand-in ``adb`` script that replays a real sample.
+public source, named above it.
+
+No Android phone is available here, so the adb path is exercised with a stand-in for the phone: a small
+``adb`` shell script that records the command lines edgecifar sends and answers ``benchmark_model`` with one
+of the real outputs below. It stands in for the device, not for a runtime: no model runs on this path (the
+phone would run it), and nothing replaces LiteRT or onnxruntime, which the local bench tests run for real.
+What these tests prove is what edgecifar sends to a phone and how it reads benchmark_model's real answers.
 """
 
 from __future__ import annotations
@@ -186,11 +191,12 @@ def test_logcat_prefixed_lines_parse_too():
     assert parse_benchmark_model(logcat)["avg_ms"] == pytest.approx(159.413)
 
 
-# --------------------------------------------------------------------------- the adb path, with a stand-in adb
+# --------------------------------------------------------------------------- the adb path, with a stand-in phone
 
 @pytest.fixture
 def fake_adb(tmp_path, monkeypatch):
-    """An ``adb`` on PATH that logs its arguments and, for ``shell .../benchmark_model``, prints a real sample."""
+    """A stand-in for the phone (we have none): an ``adb`` on PATH that logs its arguments and, for ``shell
+    .../benchmark_model``, prints a real sample (ARM64_NIGHTLY_INFO, published by Arm). Returns the call log."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     log = tmp_path / "adb.log"
