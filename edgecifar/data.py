@@ -2,7 +2,9 @@
 
 Reads ``cifar-10-python.tar.gz`` or an unpacked ``cifar-10-batches-py/`` folder. Tolerates partial
 copies (a missing ``data_batch_N``, a short ``test_batch``) and says how many images it read. Every
-defect in the files becomes one ``DataError`` line naming the file, never a traceback.
+defect in the files becomes one ``DataError`` line naming the file, never a traceback. Any other folder is
+read as your own photos, one subfolder per class (:mod:`edgecifar.folders`), into the same :class:`Dataset`
+fields.
 
 The batches are pickles, and a pickle can name any function to call: an archive from ``--data``,
 ``$EDGECIFAR_DATA`` or the Keras cache is untrusted (its MD5 is checked only on download), so it is read
@@ -24,11 +26,11 @@ import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
-from edgecifar import LABELS, NUM_CLASSES
+from edgecifar import INPUT_SHAPE, LABELS, NUM_CLASSES
 from edgecifar.errors import DataError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -41,9 +43,20 @@ IMAGE_BYTES = 32 * 32 * 3
 _BATCH_RE = re.compile(r"(?:^|/)(data_batch_\d+|test_batch|batches\.meta)$")
 
 
+def _no_images() -> np.ndarray:
+    return np.zeros((0, *INPUT_SHAPE), np.uint8)
+
+
+def _no_labels() -> np.ndarray:
+    return np.zeros(0, np.int64)
+
+
 @dataclass(frozen=True)
-class Cifar10:
-    """CIFAR-10 as uint8 NHWC images and int64 labels, with where it came from."""
+class Dataset:
+    """Images as uint8 NHWC and int64 labels per split, with where they came from: what ``--data`` loads
+    (CIFAR-10 here, an image folder in :mod:`edgecifar.folders`). ``x_val``/``y_val`` hold a validation split
+    the data itself names (an image folder's ``val/``), else nothing: callers then hold one out of the
+    training images."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -52,14 +65,26 @@ class Cifar10:
     source: str
     label_names: tuple[str, ...] = LABELS
     train_batches: tuple[str, ...] = field(default=())
+    x_val: np.ndarray = field(default_factory=_no_images)
+    y_val: np.ndarray = field(default_factory=_no_labels)
 
     @property
     def fingerprint(self) -> str:
-        """A short hash of every pixel and label: two runs on the same data share it."""
+        """A short hash of every pixel and label: two runs on the same data share it (an empty validation
+        split adds nothing, so CIFAR-10's fingerprint is what it was before splits had one)."""
         h = hashlib.sha256()
-        for arr in (self.x_train, self.y_train, self.x_test, self.y_test):
+        for arr in (self.x_train, self.y_train, self.x_test, self.y_test, self.x_val, self.y_val):
             h.update(np.ascontiguousarray(arr).tobytes())
         return h.hexdigest()[:16]
+
+    def summary(self) -> str:
+        """One line naming the source and the images of each split."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Cifar10(Dataset):
+    """CIFAR-10 as uint8 NHWC images and int64 labels, with where it came from."""
 
     def summary(self) -> str:
         return (f"CIFAR-10 from {self.source}: {len(self.x_train):,} training images "
@@ -253,9 +278,32 @@ def _batch_order(name: str) -> tuple[int, int]:
     return (0, int(m.group(1))) if m else (1, 0)
 
 
-def load(path: str | os.PathLike | None = None, download: bool | None = None) -> Cifar10:
-    """Load CIFAR-10 from ``path`` (or the usual places, see :func:`locate`)."""
+def load(path: str | os.PathLike | None = None, download: bool | None = None, size: tuple[int, int] = (32, 32),
+         warn: Callable[[str], None] | None = None) -> Dataset:
+    """Load ``path`` (or the usual places, see :func:`locate`): CIFAR-10 (always 32x32), or a folder of class
+    folders (:mod:`edgecifar.folders`) resized to ``size`` = (height, width), its unreadable images said to
+    ``warn`` (default: stderr)."""
     path = locate(path, download)
+    if is_image_folder(path):
+        from edgecifar import folders
+
+        return folders.load(path, size, warn)
+    return load_cifar(path)
+
+
+def is_image_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder that is not a CIFAR-10 copy (no ``cifar-10-batches-py/``, no batch files):
+    then it is read as a folder of class folders."""
+    if not path.is_dir() or (path / FOLDER_NAME).is_dir():
+        return False
+    try:
+        return not any(_BATCH_RE.search(entry.name) for entry in path.iterdir())
+    except OSError:
+        return True  # the image folder's scan says why it cannot be listed, in one line
+
+
+def load_cifar(path: Path) -> Cifar10:
+    """CIFAR-10 from an existing archive or ``cifar-10-batches-py`` folder."""
     members = _read_members(path)
     train_names = sorted((n for n in members if n.startswith("data_batch_")), key=_batch_order)
     if not train_names:

@@ -7,7 +7,8 @@ Preprocessing, the way CIFAR-10's 32x32 images were made from larger photos:
    at 255, which turned a 16-bit greyscale PNG white), greyscale and palettes are expanded, CMYK and Lab are
    converted, and transparent pixels are shown over white, as an image viewer shows them. Pixels with no
    standard white level (32-bit integer or float) are refused in one line;
-3. it is center-cropped to its largest square (objects keep their proportions) and resized to 32x32 with
+3. it is center-cropped to its largest square (objects keep their proportions) and resized to 32x32 (or
+   to another size: the crop is then the largest box of that shape) with
    Pillow's **BOX** filter: every output pixel is the plain average of the source pixels it covers (an
    area downscale, no sharpening), in one step. Images already 32x32 pass through unchanged; an image
    smaller than 32x32 is upscaled, with a warning (its class then says little).
@@ -290,35 +291,49 @@ def to_rgb(img, fmt: str | None, path: Path):
     return img.convert("RGB")
 
 
-def load_image(path: str | Path, size: int = INPUT_SHAPE[0], warn: Callable[[str], None] | None = None) -> np.ndarray:
-    """One image file (PNG, JPEG, anything Pillow reads) as uint8 [size, size, 3]; see the module doc.
+def load_image(path: str | Path, size: int | tuple[int, int] = INPUT_SHAPE[0],
+               warn: Callable[[str], None] | None = None) -> np.ndarray:
+    """One image file (PNG, JPEG, anything Pillow reads) as uint8 [height, width, 3]; see the module doc.
 
-    ``warn`` receives one-line warnings naming the file: an image smaller than ``size`` x ``size``, damaged
-    data Pillow decoded anyway, and Pillow's own warnings (corrupt EXIF data...)."""
+    ``size`` is the side of the square output, or (height, width): the largest centered box of that shape is
+    cropped (the largest square for a square output). ``warn`` receives one-line warnings naming the file: an
+    image smaller than the output, damaged data Pillow decoded anyway, and Pillow's own warnings (corrupt EXIF
+    data...)."""
     from PIL import Image
 
     path = Path(path)
+    height, width = (size, size) if isinstance(size, int) else size
     with open_regular(path) as fp, warnings.catch_warnings(record=True) as caught, Captured(2) as native:
         warnings.simplefilter("always")
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # moot: MAX_PIXELS refuses far less
-        rgb, defect = _decode(fp, path, size)
+        rgb, defect = _decode(fp, path, max(height, width))
     notes = [f"{path}: {' '.join(str(w.message).split())}" for w in caught]
     if native.text.strip():  # libtiff and other decoders write their warnings straight to file descriptor 2
         notes.append(f"{path}: {native_summary(native.text)}")
     if defect:
         notes.append(f"{path}: damaged file ({defect}): classified as decoded, the picture may be wrong")
     w, h = rgb.size
-    side = min(w, h)
-    if side < 1:
+    if min(w, h) < 1:
         raise ImageError(f"{path}: empty image ({w}x{h})")
-    if side < size:
-        notes.append(f"{path}: {w}x{h} pixels, smaller than {size}x{size}: upscaled, so its class says little")
+    box = center_box(w, h, width, height)
+    if box[2] - box[0] < width or box[3] - box[1] < height:
+        notes.append(f"{path}: {w}x{h} pixels, smaller than {width}x{height}: upscaled, so its class says little")
     for note in notes if warn else ():
         warn(note)
-    if (w, h) != (size, size):
-        left, top = (w - side) // 2, (h - side) // 2
-        rgb = rgb.resize((size, size), Image.Resampling.BOX, box=(left, top, left + side, top + side))
+    if (w, h) != (width, height):
+        rgb = rgb.resize((width, height), Image.Resampling.BOX, box=box)
     return np.asarray(rgb, dtype=np.uint8)
+
+
+def center_box(w: int, h: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """The largest centered (left, top, right, bottom) box of a w x h picture with the output's proportions
+    (width x height), in whole pixels: the largest square for a square output."""
+    if w * height <= h * width:
+        cw, ch = w, max(1, w * height // width)
+    else:
+        cw, ch = max(1, h * width // height), h
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return left, top, left + cw, top + ch
 
 
 def native_summary(text: str, most: int = 3) -> str:
@@ -329,7 +344,8 @@ def native_summary(text: str, most: int = 3) -> str:
 
 
 def _decode(fp: BinaryIO, path: Path, size: int):
-    """(8-bit RGB picture, upright, before cropping; the structural defect of its file or None)."""
+    """(8-bit RGB picture, upright, before cropping; the structural defect of its file or None). ``size``: the
+    output's longest side (a JPEG's draft keeps both sides at least that long, whichever way EXIF turns it)."""
     from PIL import Image, ImageOps
 
     try:
