@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from edgecifar.bench.devices import DEVICES, click_options
+from edgecifar.contract import click_options as contract_options
 
 
 @click.command()
@@ -41,11 +42,12 @@ from edgecifar.bench.devices import DEVICES, click_options
               help="PNG: accuracy against median latency with the Pareto front.")
 @click.option("--confusion", "confusion_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for one confusion-matrix PNG per file; prints the most confused pairs.")
+@contract_options
 @click_options
 @click.option("--timeout", type=click.FloatRange(1), default=900, show_default=True, help="Seconds per row.")
 @click.pass_context
 def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, rounds, reference, limit, data, runtime, json_out,
-          csv_out, md_out, plot_out, confusion_dir, timeout, **device_options):
+          csv_out, md_out, plot_out, confusion_dir, timeout, input_range, labels, **device_options):
     """Benchmark model files (or folders of them) on a device: top-1 with a 95% interval, batch-1 latency
     (median of block medians, with its spread, p90, p99), throughput, load time, peak memory.
 
@@ -78,7 +80,7 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, rounds, refe
         reference = core.find_reference(files, reference)
     dataset = cifar.load(data)
     n = min(limit or dev.default_images or len(dataset.y_test), len(dataset.y_test))
-    images, labels = dataset.x_test[:n], dataset.y_test[:n]
+    images, y = dataset.x_test[:n], dataset.y_test[:n]
 
     console = output_console()
     blocks = block_count(runs, blocks)  # what the worker splits the runs into: the figures say what ran
@@ -94,8 +96,9 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, rounds, refe
 
     job = Job(file=Path(), images=Path(), runs=runs, warmup=warmup, blocks=blocks, batch=batch, runtime=runtime,
               timeout=timeout)
-    rows = core.run_bench(files, images, labels, dev, thread_list, job, on_row=progress, rounds=rounds,
-                          reference=reference)
+    rows = core.run_bench(files, images, y, dev, thread_list, job, on_row=progress, rounds=rounds,
+                          reference=reference, data_labels=tuple(dataset.label_names), model_labels=labels,
+                          input_range=input_range)
 
     facts = _device_facts(dev, rows)
     rows = core.check_recorded_accuracy(rows, Path(dataset.source).name, dataset.fingerprint, _where(dev, facts))
@@ -120,7 +123,7 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, rounds, refe
                "--csv": lambda path: report.write_csv_report(path, rows),
                "--markdown": lambda path: write_text(path, shown.markdown(rows, meta)),
                "--plot": lambda path: _pareto_plot(rows, path, title),
-               "--confusion": lambda folder: _confusions(rows, labels, dataset.label_names, folder, console)}
+               "--confusion": lambda folder: _confusions(rows, y, dataset.label_names, folder, console)}
     unwritten = _write_outputs({**outputs, "--confusion": confusion_dir}, writers)
 
     for problem in unwritten:   # after the table: what was measured is on the screen, only a file is missing

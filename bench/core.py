@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from edgecifar import LABELS
 from edgecifar.bench.devices import Device, Job
 from edgecifar.bench.rounds import over_rounds, round_robin, vs_reference
 from edgecifar.errors import EdgeCifarError
@@ -294,6 +295,8 @@ def merge(row: dict, result: dict) -> dict:
         row["note"] = result["note"]
     if result.get("versions"):  # the device's runtime versions, as its worker found them
         row["versions"] = result["versions"]
+    if result.get("contract"):  # what the file took and gave: its input size, range, where that was read
+        row["contract"] = result["contract"]
     for key, value in (result.get("figures") or {}).items():  # a device's own fields (the mcu's arena...)
         if row.get(key) is None:
             row[key] = value
@@ -308,7 +311,9 @@ def merge(row: dict, result: dict) -> dict:
 
 def run_bench(files: list[tuple[Path, str | None]], images: np.ndarray, labels: np.ndarray, device: Device,
               threads: list[int], job: Job, on_row: Callable[[dict, int], None] | None = None, rounds: int = 1,
-              reference: Path | None = None) -> list[dict]:
+              reference: Path | None = None, data_labels: tuple[str, ...] = LABELS,
+              model_labels: tuple[str, ...] | None = None,
+              input_range: tuple[float, float] | None = None) -> list[dict]:
     """One row per (file, thread count), each measured in its own worker process on ``device``.
 
     Which files at which thread counts is the device's plan (:meth:`Device.plan`, as for files the user named):
@@ -316,7 +321,8 @@ def run_bench(files: list[tuple[Path, str | None]], images: np.ndarray, labels: 
     that many times, round-robin, so drift hits every file alike (:mod:`edgecifar.bench.rounds`): accuracy
     in round 1 only, latency the median of the round medians; a row that fails is not measured again.
     ``reference`` (one of the files) gives every row its ``vs_reference``. ``on_row(row, round)`` sees each
-    measurement as it ends."""
+    measurement as it ends. ``data_labels`` names the classes of ``labels``; ``model_labels`` and ``input_range``
+    (``--labels``, ``--input-range``) replace what the files' contracts say (edgecifar.contract)."""
     plan = device.plan(files, threads, named=True)
     checked, threads = plan.files, plan.threads
     notes = {path: unvalidated_note(path) for path, problem in checked if not problem}
@@ -326,7 +332,9 @@ def run_bench(files: list[tuple[Path, str | None]], images: np.ndarray, labels: 
     laps: dict[int, list[dict]] = {i: [] for i in range(len(cells))}   # cell -> each round's PER_ROUND fields
     with tempfile.TemporaryDirectory(prefix="edgecifar-bench-") as tmp:
         npz = Path(tmp) / "test.npz"
-        np.savez(npz, x=np.ascontiguousarray(images, dtype=np.uint8), y=np.asarray(labels, dtype=np.int64))
+        np.savez(npz, x=np.ascontiguousarray(images, dtype=np.uint8), y=np.asarray(labels, dtype=np.int64),
+                 names=np.asarray(data_labels, dtype=str), model_labels=np.asarray(model_labels or (), dtype=str),
+                 input_range=np.asarray(input_range or (), dtype=np.float64))
         try:
             for r, i in round_robin(range(len(cells)), rounds):
                 path, problem, t = cells[i]

@@ -30,9 +30,12 @@ NOTE = ("mcu: TFLite Micro's reference kernels on this CPU (accuracy, arena, fla
         "no latency is claimed for a chip")
 
 
-def measure(path: Path, images: np.ndarray | None = None, labels: np.ndarray | None = None) -> dict:
-    """The check, then (with images) accuracy under TFLite Micro and top-1 agreement with LiteRT."""
-    from edgecifar import metrics, runtime
+def measure(path: Path, images: np.ndarray | None = None, labels: np.ndarray | None = None,
+            names: tuple[str, ...] | None = None, model_labels: tuple[str, ...] | None = None,
+            input_range: tuple[float, float] | None = None) -> dict:
+    """The check, then (with images) accuracy under TFLite Micro and top-1 agreement with LiteRT; the images
+    fitted to the file's input and its classes matched to the data's as the bench worker does."""
+    from edgecifar import LABELS, contract, metrics, runtime
 
     c = micro.check(path)
     figs = micro.figures(c)
@@ -42,15 +45,19 @@ def measure(path: Path, images: np.ndarray | None = None, labels: np.ndarray | N
         return device_result(micro.RUNTIME, figures=figs, note=NOTE)
     t0 = time.perf_counter()
     model = micro.MicroModel(path, c.arena)
+    model.contract = model.contract.with_flags(input_range, model_labels)
     load_ms = (time.perf_counter() - t0) * 1e3
+    images = model.contract.fit(images)
+    classes, matched = contract.match_classes(model.contract.labels, model.classes, tuple(names or LABELS), path.name)
     t0 = time.perf_counter()
     scores = model.predict(images)
     figs["host_ms_per_image"] = (time.perf_counter() - t0) * 1e3 / max(len(images), 1)
-    reference = runtime.load(path).predict(images)
+    reference = runtime.load(path, input_range=input_range, labels=model_labels).predict(images)
     figs["agreement"] = metrics.agreement(scores, reference) if len(images) else float("nan")
-    predicted = np.argmax(scores, axis=1)
+    predicted = classes[np.argmax(scores, axis=1)]
+    note = "; ".join(n for n in (NOTE, matched) if n)
     return device_result(micro.RUNTIME, images=len(labels), correct=int(np.sum(predicted == labels)),
-                         load_ms=load_ms, predictions=predicted.astype(int).tolist(), figures=figs, note=NOTE)
+                         load_ms=load_ms, predictions=predicted.astype(int).tolist(), figures=figs, note=note)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,11 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         if args.images:
-            with np.load(args.images) as npz:
+            with np.load(args.images) as npz:   # names, model_labels, input_range: as the bench worker reads them
                 images, labels = npz["x"], npz["y"]
+                names = tuple(str(n) for n in npz["names"]) if "names" in npz.files else None
+                model_labels = tuple(str(n) for n in npz["model_labels"]) if "model_labels" in npz.files else ()
+                input_range = tuple(float(v) for v in npz["input_range"]) if "input_range" in npz.files else ()
         else:
-            images = labels = None
-        result = measure(Path(args.file), images, labels)
+            images = labels = names = None
+            model_labels = input_range = ()
+        result = measure(Path(args.file), images, labels, names, model_labels or None, input_range or None)
     except Exception as exc:  # one line for the report, never a traceback
         result = {"status": "error", "error": one_line(exc, limit=None)}
     if result.get("status") != "ok":

@@ -18,7 +18,8 @@ import numpy as np
 
 from edgecifar import LABELS
 from edgecifar.bench.predict_worker import ModelWorker, NotClassified
-from edgecifar.errors import ModelError
+from edgecifar.contract import click_options as contract_options
+from edgecifar.errors import EdgeCifarError, ModelError
 from edgecifar.images import ImageError, load_image, photo_suffixes
 from edgecifar.units import percent, plural
 
@@ -53,6 +54,13 @@ def default_model() -> Path:
     return folder / best["file"]
 
 
+def fit_pixels(pixels: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """A decoded RGB image (already at the model's height and width) with the model's 1 or 3 channels."""
+    from edgecifar.contract import Contract
+
+    return Contract(*shape).fit(pixels[None])[0]
+
+
 def top_k(probs: np.ndarray, k: int, names=LABELS) -> list[tuple[str, float]]:
     order = np.argsort(-probs, kind="stable")[:k]
     return [(names[i], float(probs[i])) for i in order]
@@ -70,9 +78,11 @@ def top_k(probs: np.ndarray, k: int, names=LABELS) -> list[tuple[str, float]]:
 @click.option("--runtime", type=click.Choice(["auto", "litert", "tflite-runtime"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (per image: class, probability, "
               "top classes, warnings or error) instead of lines.")
+@contract_options
 @click.pass_context
-def predict(ctx, images, model_path, top, threads, runtime, as_json):
-    """Classify images of any size and mode (upright per EXIF, center square, BOX-resized to 32x32) with LiteRT.
+def predict(ctx, images, model_path, top, threads, runtime, as_json, input_range, labels):
+    """Classify images of any size and mode (upright per EXIF, center square, BOX-resized to the model's input)
+    with LiteRT.
 
     IMAGES are files or folders (every image file in a folder). Prints the class, its probability and the
     top classes per image. An unreadable image gets a one-line error, and so does one the model crashed on;
@@ -83,15 +93,19 @@ def predict(ctx, images, model_path, top, threads, runtime, as_json):
     path = rt.locate(model_path) if model_path else default_model()
     if path.suffix.lower() != ".tflite":
         raise ModelError(f"{path}: predict runs .tflite files with LiteRT (use edgecifar bench for .onnx)")
-    worker = ModelWorker(path, threads, runtime)
+    worker = ModelWorker(path, threads, runtime, input_range)
     with contextlib.closing(worker):
         runtime_name = worker.start()
+        shape, names = model_input(worker, labels, path)
         click.echo(f"model: {path} ({runtime_name}); preprocessing: upright (EXIF), center square, BOX resize "
-                   "to 32x32", err=True)
+                   f"to {shape[1]}x{shape[0]}{' grey' if shape[2] == 1 else ''}", err=True)
         files = expand_images(images)
-        results = [classify_file(worker, image_path, top, as_json) for image_path in files]
+        results = [classify_file(worker, image_path, top, as_json, shape, names) for image_path in files]
+        if worker.meaning == "logits" and worker.contract.get("outputs") != "logits":
+            click.echo(f"note: {path.name}: its outputs are not probabilities (logits); shown through a softmax",
+                       err=True)
     if as_json:
-        click.echo(json.dumps({"model": str(path), "runtime": runtime_name, "labels": list(LABELS),
+        click.echo(json.dumps({"model": str(path), "runtime": runtime_name, "labels": list(names),
                                "images": [entry for entry, _ in results]}, indent=2))
     failures = [failure for _, failure in results if failure]
     if failures:
@@ -100,7 +114,23 @@ def predict(ctx, images, model_path, top, threads, runtime, as_json):
         ctx.exit(1)
 
 
-def classify_file(worker: ModelWorker, image_path: Path, top: int, as_json: bool) -> tuple[dict, str | None]:
+def model_input(worker: ModelWorker, labels: tuple[str, ...] | None, path: Path) -> tuple[tuple[int, int, int],
+                                                                                        tuple[str, ...]]:
+    """The model's input shape and its class names (``--labels``, else its own, else numbered: said once)."""
+    contract = worker.contract
+    shape = tuple(contract.get("shape") or (32, 32, 3))
+    names = tuple(contract.get("labels") or LABELS)
+    if labels is not None:
+        if len(labels) != len(names):
+            raise EdgeCifarError(f"--labels: {len(labels)} class names for {len(names)} outputs of {path}")
+        names = labels
+    elif not contract.get("named", True):
+        click.echo(f"note: {path.name} names no classes: shown by number (--labels FILE names them)", err=True)
+    return shape, names
+
+
+def classify_file(worker: ModelWorker, image_path: Path, top: int, as_json: bool,
+                  shape: tuple[int, int, int] = (32, 32, 3), names: tuple[str, ...] = LABELS) -> tuple[dict, str | None]:
     """One image's JSON entry (printing its line, its warnings or its error) and how it failed: None, "read"
     (the image) or "model" (the runtime failed or crashed on it)."""
     notes: list[str] = []
@@ -108,7 +138,7 @@ def classify_file(worker: ModelWorker, image_path: Path, top: int, as_json: bool
     try:
         if image_path.is_dir():  # expand_images leaves only folders without images
             raise ImageError(f"{image_path}: a folder without image files")
-        pixels = load_image(image_path, warn=notes.append)
+        pixels = fit_pixels(load_image(image_path, size=shape[:2], warn=notes.append), shape)
     except ImageError as exc:
         entry["error"] = str(exc)
         click.echo(f"error: {exc}", err=True)
@@ -121,7 +151,7 @@ def classify_file(worker: ModelWorker, image_path: Path, top: int, as_json: bool
         entry["error"] = f"{image_path}: not classified: {exc}"
         click.echo(f"error: {entry['error']}", err=True)
         return entry, "model"
-    ranked = top_k(probs, top)
+    ranked = top_k(probs, top, names)
     entry.update({"class": ranked[0][0], "probability": ranked[0][1],
                   "top": [{"class": name, "probability": prob} for name, prob in ranked], "warnings": notes})
     if not as_json:

@@ -9,7 +9,7 @@ it was on and starts a new worker for the rest. Its protocol, lines on stdout th
 
 - once loaded: ``{"runtime": "litert"}``, or ``{"error": "<one line>", "exit_code": 2}`` and the worker ends.
   Loading includes one inference of a black image, so a file that loads but cannot run fails here, once;
-- then, for each image read from stdin (``IMAGE_BYTES`` bytes: uint8 [32, 32, 3]), ``{"probabilities":
+- then, for each image read from stdin (uint8 [height, width, channels] at the model's input shape), ``{"probabilities":
   [10 floats]}`` or ``{"error": "<one line>"}``, until stdin ends.
 
 Native code that writes to file descriptor 1 would corrupt that protocol: it is pointed at stderr, and the
@@ -35,14 +35,12 @@ from typing import BinaryIO, TextIO
 
 import numpy as np
 
-from edgecifar import INPUT_SHAPE
 from edgecifar.errors import EdgeCifarError, ModelError, one_line
 from edgecifar.workers import exit_status
 
-#: Every protocol line starts with this.
+#: Every protocol line starts with this. After loading, the worker says the model's input shape (its contract);
+#: then each image on stdin is uint8 [height, width, channels], row-major.
 PREFIX = "EDGECIFAR-PREDICT "
-#: One image on stdin: uint8 [32, 32, 3], row-major.
-IMAGE_BYTES = int(np.prod(INPUT_SHAPE))
 
 
 def send(out: TextIO, message: dict) -> None:
@@ -51,22 +49,24 @@ def send(out: TextIO, message: dict) -> None:
     out.flush()
 
 
-def load(path: str, threads: int, runtime: str):
+def load(path: str, threads: int, runtime: str, input_range: tuple[float, float] | None = None):
     """The model, run once on a black image: a file that cannot be prepared or run fails here."""
     from edgecifar import runtime as rt
 
-    model = rt.load(path, threads=threads, runtime=runtime)
-    model.predict(np.zeros((1, *INPUT_SHAPE), np.uint8))
+    model = rt.load(path, threads=threads, runtime=runtime, input_range=input_range)
+    model.predict(np.zeros((1, *model.contract.shape), np.uint8))
     return model
 
 
 def serve(model, source: BinaryIO, out: TextIO) -> None:
     """Answer each image on ``source`` until it ends; a runtime error is that image's answer, not the end."""
-    while len(raw := source.read(IMAGE_BYTES)) == IMAGE_BYTES:
-        pixels = np.frombuffer(raw, np.uint8).reshape(1, *INPUT_SHAPE)
+    shape = model.contract.shape
+    size = int(np.prod(shape))
+    while len(raw := source.read(size)) == size:
+        pixels = np.frombuffer(raw, np.uint8).reshape(1, *shape)
         try:
             probs = model.predict(pixels)[0]
-            send(out, {"probabilities": [float(p) for p in np.asarray(probs, np.float32)]})
+            send(out, {"probabilities": [float(p) for p in np.asarray(probs, np.float32)], "outputs": model.meaning})
         except EdgeCifarError as exc:  # the runtime layer's one line, naming the file
             send(out, {"error": str(exc)})
         except Exception as exc:  # anything else: still one line naming the file
@@ -106,9 +106,12 @@ class ModelWorker:
 
     module = "edgecifar.bench.predict_worker"
 
-    def __init__(self, path: Path, threads: int = 1, runtime: str = "auto"):
-        self.path, self.threads, self.runtime_choice = path, threads, runtime
+    def __init__(self, path: Path, threads: int = 1, runtime: str = "auto",
+                 input_range: tuple[float, float] | None = None):
+        self.path, self.threads, self.runtime_choice, self.input_range = path, threads, runtime, input_range
         self.runtime: str | None = None
+        self.contract: dict = {}     # the model's input shape, class names and output meaning, as the worker read them
+        self.meaning: str | None = None   # probabilities or logits, as found on the last image
         self._proc: subprocess.Popen | None = None
         self._stderr = None
         self._pending = b""
@@ -120,8 +123,9 @@ class ModelWorker:
         debug = bool(os.environ.get("EDGECIFAR_DEBUG"))
         self._stderr = None if debug else tempfile.TemporaryFile()
         # The model last, after "--": a file named "-h.tflite" is a file, not an option.
+        ranged = ["--input-range", ",".join(map(repr, self.input_range))] if self.input_range else []
         cmd = [sys.executable, "-m", self.module, "--threads", str(self.threads), "--runtime", self.runtime_choice,
-               "--", str(self.path)]
+               *ranged, "--", str(self.path)]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
         try:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
@@ -133,12 +137,12 @@ class ModelWorker:
         if "error" in reply:
             self.close()
             raise (ModelError if reply.get("exit_code") == 2 else ModelCrashed)(reply["error"])
-        self.runtime = reply["runtime"]
+        self.runtime, self.contract = reply["runtime"], reply.get("contract") or {}
         return self.runtime
 
     def classify(self, pixels: np.ndarray) -> np.ndarray:
-        """Class probabilities [10] for one uint8 [32, 32, 3] image; NotClassified when the runtime failed or
-        crashed on it (the worker is restarted for the next image)."""
+        """Class probabilities for one uint8 image at the model's input shape (``contract["shape"]``);
+        NotClassified when the runtime failed or crashed on it (the worker is restarted for the next image)."""
         if self._failed:
             raise NotClassified(str(self._failed))
         if self._proc is None:
@@ -158,6 +162,7 @@ class ModelWorker:
             raise NotClassified(f"{exc}; the other images run in a new process") from None
         if "error" in reply:
             raise NotClassified(reply["error"])
+        self.meaning = reply.get("outputs")
         return np.asarray(reply["probabilities"], np.float32)
 
     def _reply(self, timeout: float, doing: str) -> dict:
@@ -229,17 +234,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runtime", default="auto")
+    parser.add_argument("--input-range", default=None)
     args = parser.parse_args(argv)
     out = _protocol_stream()
     try:
-        model = load(args.model, args.threads, args.runtime)
+        from edgecifar.contract import parse_range
+
+        model = load(args.model, args.threads, args.runtime, parse_range(args.input_range) if args.input_range else None)
     except EdgeCifarError as exc:
         send(out, {"error": str(exc), "exit_code": exc.exit_code})
         return exc.exit_code
     except Exception as exc:  # never a traceback: the parent shows one line
         send(out, {"error": f"{args.model}: {one_line(exc)}", "exit_code": 1})
         return 1
-    send(out, {"runtime": model.runtime})
+    c = model.contract
+    send(out, {"runtime": model.runtime, "contract": {"shape": list(c.shape), "labels": list(c.class_names(
+        model.classes)), "named": bool(c.labels), "outputs": c.outputs, "range": list(c.input_range or ()),
+        "origin": c.origin}})
     serve(model, sys.stdin.buffer, out)
     return 0
 

@@ -177,15 +177,16 @@ def guess_precision(model, path: Path) -> str:
 
 
 def invoker(model, images: np.ndarray) -> Callable[[], object]:
-    """A zero-argument call that runs one inference of ``images`` with the input already in place."""
+    """A zero-argument call that runs one inference of ``images`` (at the model's input size) with the input
+    already in place."""
     interpreter = getattr(model, "interpreter", None)
     if interpreter is not None:  # TFLite: resize once, set the tensor once, time invoke() alone
         model._ensure_batch(len(images))
-        interpreter.set_tensor(model._in["index"], model.input_quant.quantize(images.astype(np.float32)))
+        interpreter.set_tensor(model._in["index"], model.input_tensor(images))
         return interpreter.invoke
     session = getattr(model, "session", None)
     if session is not None:  # onnxruntime: the feed dict is built once
-        feed = {model.input_name: images.astype(np.float32)}
+        feed = {model.input_name: model.input_tensor(images)}
         return lambda: session.run(None, feed)
     return lambda: model.predict(images)
 
@@ -203,12 +204,15 @@ def time_calls(call: Callable[[], object], runs: int, warmup: int) -> list[float
     return times
 
 
-def accuracy_figures(model, images: np.ndarray, labels: np.ndarray) -> dict:
-    """Top-1 over all images with its 95% interval, each image's prediction and its outputs' digest."""
+def accuracy_figures(model, images: np.ndarray, labels: np.ndarray, classes: np.ndarray | None = None) -> dict:
+    """Top-1 over all images with its 95% interval, each image's prediction (as a class of the data: ``classes``
+    maps the model's outputs to the data's classes, -1 for one the data lacks) and its outputs' digest."""
     from edgecifar.metrics import wilson_interval
 
     probs = model.predict(images)
     predicted = np.argmax(probs, axis=1)
+    if classes is not None:
+        predicted = classes[predicted]
     correct = int(np.sum(predicted == labels))
     low, high = wilson_interval(correct, len(labels))
     return {
@@ -225,21 +229,35 @@ def accuracy_figures(model, images: np.ndarray, labels: np.ndarray) -> dict:
 
 def measure(path: Path, images: np.ndarray, labels: np.ndarray, threads: int = 1, runs: int = 200,
             warmup: int = 20, blocks: int = 5, batch: int = 32, runtime: str = "auto", timed: bool = True,
-            accuracy: bool = True) -> dict:
+            accuracy: bool = True, names: tuple[str, ...] | None = None, model_labels: tuple[str, ...] | None = None,
+            input_range: tuple[float, float] | None = None) -> dict:
     """Everything the bench reports about one file at one thread count (raises on a bad file).
 
     ``timed=False`` (an emulated CPU): accuracy and predictions only; no timing and no memory figures.
-    ``accuracy=False`` (a later bench round): no accuracy pass, so a round costs its timing alone."""
+    ``accuracy=False`` (a later bench round): no accuracy pass, so a round costs its timing alone.
+    The images are fitted to the file's input (edgecifar.contract), its outputs matched to the data's classes
+    (``names``) by name, or by index when it names none; ``model_labels`` and ``input_range`` are the user's."""
+    from edgecifar import LABELS, contract
     from edgecifar import runtime as rt
     from edgecifar.bench import stats
 
     t0 = time.perf_counter()
-    model = rt.load(path, threads=threads, runtime=runtime)
+    model = rt.load(path, threads=threads, runtime=runtime, input_range=input_range, labels=model_labels)
+    images = model.contract.fit(images)
     invoke_one = invoker(model, images[:1])  # includes allocate_tensors: part of getting ready
     load_s = time.perf_counter() - t0
+    classes, note = contract.match_classes(model.contract.labels, model.classes, tuple(names or LABELS), path.name)
 
     result = {"status": "ok", "runtime": model.runtime, "threads": threads,
-              **(accuracy_figures(model, images, labels) if accuracy else {})}
+              **(accuracy_figures(model, images, labels, classes) if accuracy else {})}
+    result["contract"] = {"shape": list(model.contract.shape), "layout": model.contract.layout,
+                          "input_range": list(model.contract.input_range or ()), "origin": model.contract.origin,
+                          "outputs": model.meaning or model.contract.outputs}
+    notes = [note] if note else []
+    if model.meaning == "logits" and model.contract.outputs != "logits":
+        notes.append(f"{path.name}: its outputs are not probabilities (logits): shown through a softmax")
+    if notes:
+        result["note"] = "; ".join(notes)
     if not timed:
         nan = float("nan")
         return {**result, "precision_guess": guess_precision(model, path), "latency": None, "batch": batch,
@@ -291,11 +309,17 @@ def main(argv: list[str] | None = None) -> int:
         result["note"] = f"latency not reported: emulated CPU ({emulated}); nor load time, throughput or memory"
     code = 0
     try:
-        with np.load(args.images) as npz:
+        with np.load(args.images) as npz:   # names, model_labels, input_range: absent in older benches' files
             images, labels = npz["x"], npz["y"]
-        result.update(measure(Path(args.file), images, labels, args.threads, args.runs, args.warmup,
-                              args.blocks, args.batch, args.runtime, timed=not emulated,
-                              accuracy=not args.no_accuracy))
+            names = tuple(str(n) for n in npz["names"]) if "names" in npz.files else None
+            model_labels = tuple(str(n) for n in npz["model_labels"]) if "model_labels" in npz.files else ()
+            input_range = tuple(float(v) for v in npz["input_range"]) if "input_range" in npz.files else ()
+        measured = measure(Path(args.file), images, labels, args.threads, args.runs, args.warmup, args.blocks,
+                           args.batch, args.runtime, timed=not emulated, accuracy=not args.no_accuracy, names=names,
+                           model_labels=model_labels or None, input_range=input_range or None)
+        if result.get("note") and measured.get("note"):
+            measured["note"] = f"{result['note']}; {measured['note']}"
+        result.update(measured)
     except Exception as exc:  # one line for the report, never a traceback
         result.update(status="error", error=one_line(exc, limit=None), peak_rss_mb=peak_rss_mb())
         result["missing_runtime"] = _missing_runtime(args.file)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 from rich.table import Table
 from rich.text import Text
@@ -13,7 +15,8 @@ def models() -> None:
     from edgecifar.errors import require_tensorflow
 
     require_tensorflow()
-    click.echo("models: loading TensorFlow and building each registered model to count it (10-20 s)", err=True)
+    if sys.stderr.isatty():
+        click.echo("models: loading TensorFlow and building each registered model to count it (10-20 s)", err=True)
     from edgecifar import models as registry
     from edgecifar.models.stats import count_macs, count_params
     from edgecifar.tables import output_console

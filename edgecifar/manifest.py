@@ -17,3 +17,22 @@ def read(folder: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and isinstance(data.get("files"), list) else None
+
+
+def entry_for(path: Path) -> dict | None:
+    """The manifest entry beside ``path`` that describes this very file (same name and sha256), else None: a file
+    replaced after export, or copied next to another manifest, is not described by it."""
+    import hashlib
+
+    path = Path(path)
+    data = read(path.parent)
+    if data is None:
+        return None
+    entry = next((e for e in data["files"] if isinstance(e, dict) and e.get("file") == path.name), None)
+    if entry is None:
+        return None
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+    return entry if entry.get("sha256") == digest else None

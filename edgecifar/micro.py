@@ -31,9 +31,11 @@ from typing import Callable
 
 import numpy as np
 
-from edgecifar import NUM_CLASSES, tflite_graph
+from edgecifar import contract as contracts
+from edgecifar import tflite_graph
 from edgecifar.errors import MissingDependency, ModelError, one_line
 from edgecifar.fdcapture import Captured
+from edgecifar.runtime import Quant, Classifier, file_contract
 from edgecifar.workers import PREFIX, error, run_module
 
 MODULE = "tflite_micro.python.tflite_micro.runtime"
@@ -294,35 +296,34 @@ def main(argv: list[str] | None = None) -> int:
 
 # --------------------------------------------------------------------------- running it
 
-class MicroModel:
-    """A file in TFLite Micro's interpreter: pixels [N, 32, 32, 3] in, probabilities [N, 10] out, one
-    image per invoke (the interpreter's batch is the file's, 1)."""
+class MicroModel(Classifier):
+    """A file in TFLite Micro's interpreter: pixels at its input size in, probabilities out, one image per invoke
+    (the interpreter's batch is the file's, 1). Its contract is read as the runtime reads any file's."""
 
     runtime = RUNTIME
 
     def __init__(self, path: str | Path, arena: int):
-        from edgecifar.runtime import _check_input_shape
-
         self.path = Path(path)
-        self.interpreter, text = _interpreter(self.path.read_bytes(), arena)
+        data = self.path.read_bytes()
+        self.interpreter, text = _interpreter(data, arena)
         if self.interpreter is None:
             raise ModelError(f"{self.path}: TFLite Micro: {_first_line(text, 'failed to allocate tensors')}")
         inp, out = self.interpreter.get_input_details(0), self.interpreter.get_output_details(0)
-        _check_input_shape(self.path, inp["shape"])
         self.input_quant, self.output_quant = _quant(inp), _quant(out)
+        self.contract = file_contract(self.path, [int(d) for d in inp["shape"]], self.input_quant,
+                                      tflite_graph.metadata(data, contracts.METADATA_NAME))
+        self.classes = int(np.prod(out["shape"][1:]))
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         outs = []
-        for image in np.asarray(images):
-            self.interpreter.set_input(self.input_quant.quantize(image[None].astype(np.float32)), 0)
+        for image in self.check_images(images):
+            self.interpreter.set_input(self.input_tensor(image[None]), 0)
             self.interpreter.invoke()
-            outs.append(self.output_quant.dequantize(np.asarray(self.interpreter.get_output(0))).reshape(1, -1))
-        return np.concatenate(outs) if outs else np.zeros((0, NUM_CLASSES), np.float32)
+            outs.append(self.probabilities(np.asarray(self.interpreter.get_output(0)).reshape(1, -1)))
+        return np.concatenate(outs) if outs else self.empty()
 
 
-def _quant(detail: dict):
-    from edgecifar.runtime import Quant
-
+def _quant(detail: dict) -> Quant:
     q = detail.get("quantization_parameters") or {}
     scales, zero_points = list(q.get("scales", [])), list(q.get("zero_points", []))
     dtype = np.dtype(detail["dtype"])

@@ -1,9 +1,11 @@
 """Run exported files with nothing but numpy and a runtime: LiteRT (or the legacy tflite-runtime)
 for ``.tflite``, onnxruntime for ``.onnx``. Never imports TensorFlow: this is what runs on a device.
 
-Every model takes uint8 or float pixels ``[N, 32, 32, 3]`` (0-255) and returns float32 class
-probabilities ``[N, 10]``; quantized inputs and outputs are converted here, from the file's own
-scale and zero point.
+Every model takes uint8 or float pixels ``[N, H, W, C]`` (0-255, at the size its contract says) and returns
+float32 class probabilities ``[N, classes]``. What the graph wants is the file's contract
+(:mod:`edgecifar.contract`: embedded in the file, else in the ``edgecifar.json`` beside it, else read from the
+file itself): pixels are mapped to its input range and layout, quantized with the file's own scale and zero
+point, and outputs that are logits are put through a softmax.
 
 A model file is untrusted data: everything the runtimes raise about it (loading, ``allocate_tensors``,
 ``invoke``) becomes one :class:`~edgecifar.errors.ModelError` line naming the file. A file can also crash
@@ -22,7 +24,8 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
-from edgecifar import INPUT_SHAPE, NUM_CLASSES
+from edgecifar import contract as contracts
+from edgecifar.contract import Contract
 from edgecifar.errors import EdgeCifarError, ModelError, native_stderr_filtered, one_line
 
 #: TFLite interpreters in order of preference: module name -> runtime label.
@@ -66,6 +69,7 @@ def without_tflite_info(text: str) -> str:
 class Model(Protocol):
     path: Path
     runtime: str
+    contract: Contract
 
     def predict(self, images: np.ndarray) -> np.ndarray: ...
 
@@ -90,14 +94,6 @@ class Quant:
         return (self.scale * (q.astype(np.float32) - self.zero_point)).astype(np.float32)
 
 
-def _check_input_shape(path: Path, shape) -> None:
-    dims = [None if (d is None or (isinstance(d, (int, np.integer)) and d < 0) or isinstance(d, str)) else int(d)
-            for d in shape]
-    if len(dims) != 4 or tuple(dims[1:]) != INPUT_SHAPE:
-        shown = "x".join("N" if d is None else str(d) for d in dims)
-        raise ModelError(f"{path}: input shape {shown}, expected Nx32x32x3 pixels")
-
-
 def model_source(path: Path) -> str | bytes:
     """What to hand a runtime for ``path``: the path itself, or the file's bytes when its name is not UTF-8.
 
@@ -114,14 +110,57 @@ def model_source(path: Path) -> str | bytes:
             raise ModelError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-def _check_images(images: np.ndarray) -> np.ndarray:
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[1:] != INPUT_SHAPE:
-        raise EdgeCifarError(f"images have shape {images.shape}, expected [N, 32, 32, 3]")
-    return images
+class Classifier:
+    """What every runtime's model shares: its contract, pixels to the input tensor, raw outputs to probabilities."""
+
+    path: Path
+    contract: Contract
+    input_quant: "Quant"
+    output_quant: "Quant"
+    classes: int = 0
+    meaning: str | None = None          # probabilities or logits: the contract's, else found on the first batch
+
+    def check_images(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[1:] != self.contract.shape:
+            want = "x".join(map(str, self.contract.shape))
+            raise EdgeCifarError(f"images have shape {images.shape}, {self.path.name} takes [N, {want.replace('x', ', ')}]")
+        return images
+
+    def input_tensor(self, images: np.ndarray) -> np.ndarray:
+        """Pixels 0..255 as the tensor the file takes: its range, layout and quantization."""
+        if self.contract.input_range is None:
+            raise ModelError(f"{self.path}: its input range is unknown (a float input, and no edgecifar contract in "
+                             "the file or beside it): pass --input-range LOW,HIGH, what pixels 0 and 255 must become "
+                             "(e.g. 0,1 or -1,1; 0,255 for a model that rescales inside)")
+        return self.input_quant.quantize(self.contract.to_input(self.check_images(images)))
+
+    def probabilities(self, raw: np.ndarray) -> np.ndarray:
+        """Raw outputs as probabilities: dequantized, and through a softmax when they are logits."""
+        scores = self.output_quant.dequantize(raw).reshape(len(raw), -1)
+        probs, self.meaning = contracts.probabilities(scores, self.meaning or self.contract.outputs)
+        return probs
+
+    def empty(self) -> np.ndarray:
+        return np.zeros((0, self.classes), np.float32)
 
 
-class TFLiteModel:
+def file_contract(path: Path, shape, quant: "Quant", embedded: bytes | str | None) -> Contract:
+    """The contract of ``path``: embedded in it, else recorded for it in the ``edgecifar.json`` beside it (same
+    sha256), else what the file itself says (its shape; an integer input's range from its quantization)."""
+    if embedded:
+        return contracts.from_json(embedded, str(path))
+    from edgecifar import manifest
+
+    recorded = manifest.entry_for(path)
+    if recorded is not None:
+        found = contracts.from_manifest(recorded, str(path))
+        if found is not None:
+            return found
+    return contracts.from_shape(path, shape, contracts.quantized_range(quant.scale, quant.zero_point, quant.dtype))
+
+
+class TFLiteModel(Classifier):
     """A ``.tflite`` file in LiteRT (default) or the legacy ``tflite-runtime``."""
 
     def __init__(self, path: str | Path, threads: int = 1, runtime: str = "auto"):
@@ -139,9 +178,14 @@ class TFLiteModel:
         if len(inp) != 1 or len(out) != 1:
             raise ModelError(f"{self.path}: expected 1 input and 1 output, found {len(inp)} and {len(out)}")
         self._in, self._out = inp[0], out[0]
-        _check_input_shape(self.path, self._in.get("shape_signature", self._in["shape"]))
         self.input_quant = Quant(*self._in["quantization"], np.dtype(self._in["dtype"]))
         self.output_quant = Quant(*self._out["quantization"], np.dtype(self._out["dtype"]))
+        from edgecifar import tflite_graph
+
+        embedded = tflite_graph.metadata(source if isinstance(source, bytes) else self.path, contracts.METADATA_NAME)
+        self.contract = file_contract(self.path, list(self._in.get("shape_signature", self._in["shape"])),
+                                      self.input_quant, embedded)
+        self.classes = int(np.prod(self._out["shape"][1:]))
         self._batch = None
 
     @property
@@ -151,24 +195,27 @@ class TFLiteModel:
     def _ensure_batch(self, n: int) -> None:
         if self._batch != n:
             with runtime_errors(self.path, self.runtime, "prepare"), native_stderr_filtered(without_tflite_info):
-                self.interpreter.resize_tensor_input(self._in["index"], [n, *INPUT_SHAPE])
+                shape = self.contract.shape if self.contract.layout == "NHWC" else (self.contract.channels,
+                                                                                     self.contract.height,
+                                                                                     self.contract.width)
+                self.interpreter.resize_tensor_input(self._in["index"], [n, *shape])
                 self.interpreter.allocate_tensors()  # XNNPACK is created (and announced) here
             self._batch = n
 
     def predict(self, images: np.ndarray, batch: int = 64) -> np.ndarray:
-        images = _check_images(images)
+        images = self.check_images(images)
         outs = []
         for i in range(0, len(images), batch):
-            chunk = images[i:i + batch].astype(np.float32)
+            chunk = images[i:i + batch]
             self._ensure_batch(len(chunk))
             with runtime_errors(self.path, self.runtime, "run"):
-                self.interpreter.set_tensor(self._in["index"], self.input_quant.quantize(chunk))
+                self.interpreter.set_tensor(self._in["index"], self.input_tensor(chunk))
                 self.interpreter.invoke()
-                outs.append(self.output_quant.dequantize(self.interpreter.get_tensor(self._out["index"])))
-        return np.concatenate(outs) if outs else np.zeros((0, NUM_CLASSES), np.float32)
+                outs.append(self.probabilities(self.interpreter.get_tensor(self._out["index"])))
+        return np.concatenate(outs) if outs else self.empty()
 
 
-class OnnxModel:
+class OnnxModel(Classifier):
     """An ``.onnx`` file in onnxruntime's CPU provider."""
 
     runtime = "onnxruntime"
@@ -191,14 +238,22 @@ class OnnxModel:
         if len(inputs) != 1:
             raise ModelError(f"{self.path}: expected 1 input, found {len(inputs)}")
         self.input_name = inputs[0].name
-        _check_input_shape(self.path, inputs[0].shape)
+        self.input_quant = self.output_quant = Quant(0.0, 0, np.dtype(np.float32))
+        try:
+            meta = self.session.get_modelmeta().custom_metadata_map or {}
+        except Exception:
+            meta = {}
+        self.contract = file_contract(self.path, list(inputs[0].shape), self.input_quant,
+                                      meta.get(contracts.METADATA_NAME))
+        out_shape = self.session.get_outputs()[0].shape
+        self.classes = int(np.prod([d for d in out_shape[1:] if isinstance(d, int)] or [0]))
 
     def predict(self, images: np.ndarray, batch: int = 64) -> np.ndarray:
-        images = _check_images(images)
+        images = self.check_images(images)
         with runtime_errors(self.path, self.runtime, "run"):
-            outs = [self.session.run(None, {self.input_name: images[i:i + batch].astype(np.float32)})[0]
-                    for i in range(0, len(images), batch)]
-        return np.concatenate(outs).astype(np.float32) if outs else np.zeros((0, NUM_CLASSES), np.float32)
+            outs = [self.probabilities(np.asarray(self.session.run(None, {self.input_name: self.input_tensor(
+                images[i:i + batch])})[0], np.float32)) for i in range(0, len(images), batch)]
+        return np.concatenate(outs) if outs else self.empty()
 
 
 @contextlib.contextmanager
@@ -252,8 +307,10 @@ def locate(path: str | Path) -> Path:
     return shipped if shipped.is_file() else path
 
 
-def load(path: str | Path, threads: int = 1, runtime: str = "auto") -> Model:
-    """Open an exported model file (or a zoo file by name) with the runtime its suffix calls for."""
+def load(path: str | Path, threads: int = 1, runtime: str = "auto", input_range: tuple[float, float] | None = None,
+         labels: tuple[str, ...] | None = None) -> Model:
+    """Open an exported model file (or a zoo file by name) with the runtime its suffix calls for; ``input_range``
+    and ``labels`` (the user's ``--input-range``, ``--labels``) replace what its contract says."""
     path = locate(path)
     if not path.is_file():
         raise ModelError(f"{path}: " + ("not a regular file" if path.exists() else "no such model file"))
@@ -261,4 +318,8 @@ def load(path: str | Path, threads: int = 1, runtime: str = "auto") -> Model:
         loader = LOADERS[path.suffix.lower()]
     except KeyError:
         raise ModelError(f"{path}: not a model file (expected {', '.join(LOADERS)})") from None
-    return loader(path, threads, runtime)
+    model = loader(path, threads, runtime)
+    model.contract = model.contract.with_flags(input_range, labels)
+    if model.contract.labels and model.classes and len(model.contract.labels) != model.classes:
+        raise ModelError(f"{path}: {len(model.contract.labels)} class names for {model.classes} outputs")
+    return model

@@ -231,3 +231,47 @@ def lookup_model(data: bytes, stand_ins: set[str] = frozenset()) -> bytes:
     builder = flatbuffers.Builder(len(data) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def metadata(source: str | Path | bytes, name: str) -> bytes | None:
+    """The bytes of the metadata entry ``name`` (a file's contract, say), or None when the file has none.
+    Reads the flatbuffer only; a corrupt file is one ModelError line, as in :func:`read`."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    where = "model" if isinstance(source, (bytes, bytearray)) else str(source)
+    try:
+        data = bytes(source) if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{where}: cannot read ({exc.strerror or exc})") from None
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise ModelError(f"{where}: not a TFLite flatbuffer (no TFL3 identifier)")
+    try:
+        model = schema.Model.GetRootAs(data, 0)
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            if (entry.Name() or b"").decode("utf-8", "replace") == name:
+                buffer = model.Buffers(entry.Buffer())
+                return buffer.DataAsNumpy().tobytes() if buffer.DataLength() else b""
+    except Exception as exc:  # a truncated or corrupt flatbuffer raises struct/index errors
+        raise ModelError(f"{where}: corrupt TFLite flatbuffer ({type(exc).__name__}: {exc})") from None
+    return None
+
+
+def with_metadata(data: bytes, name: str, payload: bytes) -> bytes:
+    """A copy of the model with metadata entry ``name`` holding ``payload`` (an entry of that name replaced), as
+    TFLite's own metadata (``min_runtime_version``, the Model Maker's ``TFLITE_METADATA``) is stored: a buffer
+    the graph never reads, so the file computes exactly what it did."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    model.metadata = [m for m in (model.metadata or []) if (m.name or b"") not in (name, name.encode())]
+    buffer = schema.BufferT()
+    buffer.data = list(payload)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = name, len(model.buffers) - 1
+    model.metadata.append(entry)
+    builder = flatbuffers.Builder(len(data) + len(payload) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())

@@ -16,12 +16,13 @@ from typing import Any, Iterator
 import numpy as np
 
 from edgecifar import INPUT_SHAPE, LABELS
+from edgecifar.contract import Contract
 from edgecifar.fdcapture import Captured
 
 #: The input every exported file takes (the manifest and ONNX metadata repeat it).
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "probabilities"
-PIXEL_RANGE = (0, 255)
+PIXEL_RANGE = (0.0, 255.0)
 
 
 class ExportFailure(Exception):
@@ -40,6 +41,11 @@ class ExportJob:
 
     def input_contract(self) -> dict[str, Any]:
         return {"name": INPUT_NAME, "shape": [-1, *INPUT_SHAPE], "layout": "NHWC", "range": list(PIXEL_RANGE)}
+
+    def contract(self) -> Contract:
+        """What every file of this export takes and gives, embedded in each (edgecifar.contract)."""
+        return Contract(*INPUT_SHAPE, layout="NHWC", input_range=PIXEL_RANGE, labels=tuple(self.labels),
+                        outputs="probabilities", source=self.name)
 
 
 @contextlib.contextmanager

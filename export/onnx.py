@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgecifar import __version__
+from edgecifar.contract import METADATA_NAME
 from edgecifar.errors import one_line
 from edgecifar.export.job import INPUT_NAME, OUTPUT_NAME, ExportFailure, ExportJob, quiet
 
@@ -199,6 +200,7 @@ def metadata(job: ExportJob, precision: str) -> dict[str, str]:
         "input": json.dumps({**job.input_contract(), "dtype": "float32"}),
         "output": json.dumps({"name": OUTPUT_NAME, "meaning": "probabilities", "shape": [-1, len(job.labels)]}),
         "model": job.name,
+        METADATA_NAME: job.contract().to_json(),
         "precision": precision,
         "edgecifar_version": __version__,
     }

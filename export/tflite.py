@@ -31,9 +31,17 @@ def _convert(converter) -> bytes:
         raise ExportFailure(f"TFLite conversion failed ({one_line(exc)})") from None
 
 
+def _write(job: ExportJob, dest: Path, content: bytes) -> None:
+    """The converted file with the job's contract in its metadata (edgecifar.contract), so that the file alone
+    says its input, range and classes wherever it is copied."""
+    from edgecifar import contract, tflite_graph
+
+    dest.write_bytes(tflite_graph.with_metadata(content, contract.METADATA_NAME, job.contract().to_json().encode()))
+
+
 def write_fp32(job: ExportJob, dest: Path) -> None:
     """Float32 as trained: the reference every other file is compared with."""
-    dest.write_bytes(_convert(_converter(job)))
+    _write(job, dest, _convert(_converter(job)))
 
 
 def write_fp16(job: ExportJob, dest: Path) -> None:
@@ -43,7 +51,7 @@ def write_fp16(job: ExportJob, dest: Path) -> None:
     conv = _converter(job)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.target_spec.supported_types = [tf.float16]
-    dest.write_bytes(_convert(conv))
+    _write(job, dest, _convert(conv))
 
 
 def write_dynamic(job: ExportJob, dest: Path) -> None:
@@ -52,7 +60,7 @@ def write_dynamic(job: ExportJob, dest: Path) -> None:
 
     conv = _converter(job)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    dest.write_bytes(_convert(conv))
+    _write(job, dest, _convert(conv))
 
 
 def write_int8(job: ExportJob, dest: Path, float_ops: int = 0) -> None:
@@ -75,7 +83,7 @@ def write_int8(job: ExportJob, dest: Path, float_ops: int = 0) -> None:
     conv.inference_output_type = tf.int8
     content = quantize_after(conv, float_ops) if float_ops else _convert(conv)
     check_int8_input(content)
-    dest.write_bytes(content)
+    _write(job, dest, content)
 
 
 def quantize_after(conv, float_ops: int) -> bytes:

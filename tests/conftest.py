@@ -3,6 +3,7 @@ data and weights in ../shared (tests that need them skip, saying why, when they 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -216,15 +217,34 @@ def _convert(keras_path: Path, out: Path) -> None:
                                                                                 name="pixels")], opset=17)
     (out / "tiny_fp32.onnx").write_bytes(proto.SerializeToString())
 
-    # A valid TFLite file with the wrong input: 28x28 greyscale.
-    wrong = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    # A valid TFLite file no image classifier contract fits: 4 input channels (photos have 1 or 3).
+    wrong = keras.Sequential([keras.Input((28, 28, 4)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
     (out / "wrong_shape.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(wrong).convert())
+
+    # As edgecifar export writes them: each file carries its contract (edgecifar/contract.py) wherever it is copied.
+    from edgecifar import tflite_graph
+    from edgecifar.contract import METADATA_NAME, Contract
+
+    ours = Contract(32, 32, 3, input_range=(0.0, 255.0), labels=LABELS, outputs="probabilities", source="baseline")
+    for name in BENCH_GOOD:
+        path = out / name
+        if name.endswith(".tflite"):
+            path.write_bytes(tflite_graph.with_metadata(path.read_bytes(), METADATA_NAME, ours.to_json().encode()))
+        else:
+            import onnx
+
+            proto = onnx.load(str(path))
+            proto.metadata_props.add(key=METADATA_NAME, value=ours.to_json())
+            onnx.save(proto, str(path))
 
     params = int(model.count_params())
     manifest = {"source": {"model": "baseline", "parameters": params, "macs": 1_234_567},
                 "files": [{"file": name, "model": "baseline", "format": name.rsplit(".", 1)[1],
                            "precision": "int8" if "int8" in name else "fp32", "parameters": params,
                            "macs": 1_234_567, "bytes": (out / name).stat().st_size,
+                           "sha256": hashlib.sha256((out / name).read_bytes()).hexdigest(),
+                           "input": {"shape": [-1, 32, 32, 3], "layout": "NHWC", "range": [0, 255]},
+                           "output": {"meaning": "probabilities", "labels": list(LABELS)},
                            "labels": list(LABELS), "validation": {"accuracy": 0.9, "images": 100}}
                           for name in BENCH_GOOD]}
     (out / "edgecifar.json").write_text(json.dumps(manifest, indent=2))

@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from research.ablations import main
 
 
+@pytest.mark.slow
 def test_each_run_becomes_a_row_with_its_settings_and_its_accuracies(trained_run, tmp_path, capsys):
     metrics = json.loads((trained_run / "metrics.json").read_text())
     main([str(trained_run), str(tmp_path / "not-a-run"), "--out", str(tmp_path / "a.md"), "--csv", str(tmp_path / "a.csv")])

@@ -116,7 +116,7 @@ def test_bad_files_get_their_own_error_rows_and_the_others_still_run(bench_model
         "truncated.tflite": "not a loadable TFLite model",
         "random.tflite": "not a loadable TFLite model",
         "random.onnx": "not a loadable ONNX model",
-        "wrong_shape.tflite": "input shape Nx28x28x1, expected Nx32x32x3",
+        "wrong_shape.tflite": "4 input channels: a classifier of photos takes 1 (grey) or 3 (RGB)",
         "gone.tflite": "no such file",
         "notes.txt": "not a model file",
     }

@@ -124,7 +124,7 @@ def test_default_model_is_the_zoos_most_accurate_int8_tflite(tmp_path, monkeypat
 @pytest.mark.slow
 def test_predict_rejects_onnx_and_wrong_input_models_in_one_line(photos, bench_models):
     for model, message in (("tiny_fp32.onnx", "predict runs .tflite files with LiteRT"),
-                           ("wrong_shape.tflite", "input shape Nx28x28x1, expected Nx32x32x3")):
+                           ("wrong_shape.tflite", "4 input channels: a classifier of photos takes 1 (grey) or 3 (RGB)")):
         result = CliRunner().invoke(main, ["predict", str(photos[0][0]), "--model", str(bench_models / model)])
         assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
 
@@ -255,14 +255,14 @@ def test_a_model_that_crashes_litert_on_one_image_costs_that_image_only_and_the_
         hostile_models, red_images):
     model = hostile_models / "crashes_on_red_255.tflite"
     images = [str(red_images[0]), str(red_images[255]), str(red_images[7])]
-    proc = _predict(*images, "--model", str(model), "--json")
+    proc = _predict(*images, "--model", str(model), "--json", "--input-range", "0,255")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     first, crashed, after = json.loads(proc.stdout)["images"]
     assert first["class"] and after["class"]                     # the image after the crash ran in a new worker
     assert crashed == {"file": images[1], "error": f"{images[1]}: not classified: {model}: LiteRT crashed (SIGFPE) "
                                                    "on this image; the other images run in a new process"}
     assert [line for line in proc.stderr.splitlines() if line.startswith("error: ")] == [f"error: {crashed['error']}"]
-    text = _predict(*images, "--model", str(model))
+    text = _predict(*images, "--model", str(model), "--input-range", "0,255")
     assert text.returncode == 1
     assert [line.split(": ")[0] for line in text.stdout.splitlines()] == [images[0], images[2]]
     assert text.stderr.splitlines()[-1] == "1 of 3 images could not be classified"
@@ -271,7 +271,7 @@ def test_a_model_that_crashes_litert_on_one_image_costs_that_image_only_and_the_
 def test_a_runtime_error_on_one_image_is_one_line_naming_the_model_and_the_others_are_classified(
         hostile_models, red_images):
     model = hostile_models / "fails_unless_red_0.tflite"
-    proc = _predict(str(red_images[7]), str(red_images[0]), "--model", str(model))
+    proc = _predict(str(red_images[7]), str(red_images[0]), "--model", str(model), "--input-range", "0,255")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stdout.startswith(f"{red_images[0]}: ") and len(proc.stdout.splitlines()) == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]

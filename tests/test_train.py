@@ -83,6 +83,7 @@ def test_every_recipe_trains_each_of_its_stages_on_a_synthetic_archive(name, syn
     assert (tmp_path / name / "model.keras").exists()
 
 
+@pytest.mark.slow
 def test_a_run_writes_model_history_and_metrics_and_no_temporary_files(trained_run):
     metrics = json.loads((trained_run / "metrics.json").read_text())
     for key in ("recipe", "seed", "epochs", "train_seconds", "images_per_s", "parameters", "macs",
@@ -94,10 +95,12 @@ def test_a_run_writes_model_history_and_metrics_and_no_temporary_files(trained_r
     assert not [p for p in trained_run.rglob(".*") if p.is_file()]
 
 
+@pytest.mark.slow
 def test_training_learns_the_separable_synthetic_classes(trained_run):
     assert json.loads((trained_run / "metrics.json").read_text())["test_accuracy"] > 0.5
 
 
+@pytest.mark.slow
 def test_the_saved_model_reloads_and_predicts_like_the_metrics_say(trained_run, synthetic_archive):
     import keras
 
@@ -121,6 +124,7 @@ def test_same_seed_gives_identical_runs_and_another_seed_does_not(synthetic_arch
     assert a["test_accuracy"] == b["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_an_existing_run_is_not_overwritten_without_resume_or_overwrite(trained_run, synthetic_archive):
     with pytest.raises(EdgeCifarError, match="a run is already there; add --resume"):
         run(_cfg(synthetic_archive, trained_run))
@@ -268,6 +272,7 @@ def _copy(run_dir: Path, tmp_path: Path) -> Path:
     return shutil.copytree(run_dir, tmp_path / run_dir.name)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_records_the_recipe_settings_the_run_started_with(stopped_run):
     settings = json.loads((stopped_run / "checkpoint" / "state.json").read_text())["settings"]
     assert settings == {k: v for k, v in dataclasses.asdict(recipes.get("baseline").with_overrides(
@@ -279,6 +284,7 @@ def test_a_checkpoint_records_the_recipe_settings_the_run_started_with(stopped_r
     ("--batch-size", "64", "batch_size 32", "batch_size 64"),
     ("--ema", "0.9", "ema None", "ema 0.9"),
 ], ids=["more-epochs", "other-batch-size", "weight-averaging-added"])
+@pytest.mark.slow
 def test_resume_with_other_settings_than_the_checkpoint_exits_2_with_one_line_naming_it_and_both_values(
         flag, value, started, asked, stopped_run, synthetic_archive, tmp_path):
     run_dir = _copy(stopped_run, tmp_path)
@@ -295,6 +301,7 @@ def test_resume_with_other_settings_than_the_checkpoint_exits_2_with_one_line_na
     assert state.read_bytes() == before and not (run_dir / "model.keras").exists()
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_records_no_settings_is_refused_in_one_line_not_resumed_unchecked(
         stopped_run, synthetic_archive, tmp_path):
     run_dir = _copy(stopped_run, tmp_path)
@@ -309,6 +316,7 @@ def test_a_checkpoint_that_records_no_settings_is_refused_in_one_line_not_resume
                            "(--out), or --overwrite this one\n")
 
 
+@pytest.mark.slow
 def test_resume_with_other_settings_is_refused_before_tensorflow_loads(stopped_run, synthetic_archive, tmp_path):
     run_dir = _copy(stopped_run, tmp_path)
     args = ["train", "baseline", "--out", str(run_dir), "--resume", "--epochs", "5", "--batch-size", "32",
@@ -321,6 +329,7 @@ def test_resume_with_other_settings_is_refused_before_tensorflow_loads(stopped_r
     assert json.loads(fresh_python(code)) == [2, False]
 
 
+@pytest.mark.slow
 def test_resume_with_the_settings_the_run_started_with_finishes_it(stopped_run, synthetic_archive, tmp_path):
     run_dir = _copy(stopped_run, tmp_path)
     metrics = run(_cfg(synthetic_archive, run_dir, epochs=2, batch=32, resume=True))
@@ -358,8 +367,10 @@ def test_an_epochs_override_that_keeps_every_named_epoch_inside_the_run_is_accep
 def test_train_with_an_epochs_override_the_recipe_cannot_train_exits_2_with_one_line(
         recipe, epochs, message, tmp_path):
     absent = tmp_path / "absent.tar.gz"  # were the override accepted, the data load would fail, downloading nothing
-    proc = subprocess.run([EDGECIFAR, "train", recipe, "--epochs", epochs, "--out", str(tmp_path / "run"),
-                           "--data", str(absent)], capture_output=True, text=True, timeout=300)
+    cli = [EDGECIFAR] if recipe in recipes.SHIPPED else [sys.executable, "-m", "research"]   # an experiment's
+    proc = subprocess.run([*cli, "train", recipe, "--epochs", epochs, "--out", str(tmp_path / "run"),
+                           "--data", str(absent)], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
     assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", f"error: {message}\n")
     assert not (tmp_path / "run").exists()
 

@@ -77,8 +77,9 @@ def train(recipe, epochs, batch_size, ema, whiten_stem, precision, seed, out, da
     require_tensorflow()
     from rich.console import Console
 
-    click.echo(f"train: loading TensorFlow, the data and {cfg.recipe.model}; the first line per epoch comes when "
-               "that epoch ends", err=True)
+    if sys.stderr.isatty():   # a terminal would otherwise sit silent for a minute; logs and pipes get the epochs
+        click.echo(f"train: loading TensorFlow, the data and {cfg.recipe.model}; the first line per epoch comes "
+                   "when that epoch ends", err=True)
     try:
         metrics = run(cfg)
     except KeyboardInterrupt:
