@@ -7,6 +7,7 @@ import platform
 from pathlib import Path
 
 import click
+import numpy as np
 
 from edgecifar.bench.devices import DEVICES, click_options
 from edgecifar.contract import click_options as contract_options
@@ -78,7 +79,7 @@ def bench(ctx, paths, device, threads, runs, warmup, blocks, batch, rounds, refe
         rounds, reference = 1, None
     if reference is not None:
         reference = core.find_reference(files, reference)
-    dataset = cifar.load(data)
+    dataset = cifar.load(data, size=_photo_size(files))
     n = min(limit or dev.default_images or len(dataset.y_test), len(dataset.y_test))
     images, y = dataset.x_test[:n], dataset.y_test[:n]
 
@@ -219,6 +220,15 @@ def _where(dev, facts: dict) -> str:
     return f"on {dev.name}, CPU features: {', '.join(features) or 'none of ' + ', '.join(FEATURES)}"
 
 
+def _photo_size(files: list[tuple[Path, str | None]]) -> tuple[int, int]:
+    """The size to decode a photo folder at (``--data FOLDER``): the largest input among the files, read without
+    running them; each worker then fits the images to its own file. CIFAR-10 stays 32x32 whatever this says."""
+    from edgecifar.contract import peek
+
+    sizes = [(c.height, c.width) for path, problem in files if not problem and (c := peek(path)) is not None]
+    return max(sizes, key=lambda hw: hw[0] * hw[1]) if sizes else (224, 224)
+
+
 def _confusions(rows, labels, names, folder: Path, console) -> None:
     """One PNG per file (its first successful row) and its most confused class pairs. Files that share a
     name are told apart by their folders (report.display_names), so no matrix replaces another."""
@@ -237,7 +247,9 @@ def _confusions(rows, labels, names, folder: Path, console) -> None:
         if not measured(r) or r["file"] in done or r.get("predictions") is None:
             continue
         done.add(r["file"])
-        matrix = confusion_matrix(r["predictions"], labels[:len(r["predictions"])])
+        predicted = np.asarray(r["predictions"])
+        known = predicted >= 0   # -1: a class of the model's that the data lacks (wrong, outside the matrix)
+        matrix = confusion_matrix(predicted[known], labels[:len(predicted)][known], n_classes=len(names))
         name = shown[r["file"]]
         stem = re.sub(r"[^A-Za-z0-9_-]+", "_", name)
         png, copy = stem, 2

@@ -246,7 +246,7 @@ def measure(path: Path, images: np.ndarray, labels: np.ndarray, threads: int = 1
     images = model.contract.fit(images)
     invoke_one = invoker(model, images[:1])  # includes allocate_tensors: part of getting ready
     load_s = time.perf_counter() - t0
-    classes, note = contract.match_classes(model.contract.labels, model.classes, tuple(names or LABELS), path.name)
+    classes, note = contract.match_classes(model.contract.labels, model.classes, tuple(names or LABELS), str(path))
 
     result = {"status": "ok", "runtime": model.runtime, "threads": threads,
               **(accuracy_figures(model, images, labels, classes) if accuracy else {})}

@@ -292,3 +292,25 @@ def click_options(command):
     return click.option("--input-range", "input_range", metavar="LOW,HIGH", callback=_range,
                         help="What pixels 0 and 255 must become for the file (e.g. 0,1 or -1,1), when its "
                              "contract does not say (a float file made elsewhere).")(command)
+
+
+def peek(path: Path) -> Contract | None:
+    """A file's contract read without a runtime (nothing runs, nothing native is loaded): what to decode photos at
+    before the workers load the files. Embedded in a TFLite file or its manifest entry, else from its flatbuffer's
+    input shape; an ONNX file only through its manifest. None when it cannot be read so."""
+    from edgecifar import manifest, tflite_graph
+
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".tflite":
+            embedded = tflite_graph.metadata(path, METADATA_NAME)
+            if embedded:
+                return from_json(embedded, str(path))
+        entry = manifest.entry_for(path)
+        if entry is not None and (found := from_manifest(entry, str(path))) is not None:
+            return found
+        if path.suffix.lower() == ".tflite" and (shape := tflite_graph.input_shape(path)):
+            return from_shape(path, shape, None)
+    except EdgeCifarError:
+        return None
+    return None

@@ -275,3 +275,18 @@ def with_metadata(data: bytes, name: str, payload: bytes) -> bytes:
     builder = flatbuffers.Builder(len(data) + len(payload) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def input_shape(source: str | Path | bytes) -> list[int] | None:
+    """The first subgraph's first input shape (-1 for a dynamic dimension), read from the flatbuffer without an
+    interpreter; None when the file has no such input or cannot be parsed."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    try:
+        data = bytes(source) if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
+        subgraph = schema.Model.GetRootAs(data, 0).Subgraphs(0)
+        tensor = subgraph.Tensors(int(subgraph.Inputs(0)))
+        dims = tensor.ShapeSignatureAsNumpy() if tensor.ShapeSignatureLength() else tensor.ShapeAsNumpy()
+        return [int(d) for d in dims]
+    except Exception:  # a file the runtime will refuse in its own row
+        return None
