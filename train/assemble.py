@@ -3,14 +3,18 @@ schedule, and copied to float32 for export."""
 
 from __future__ import annotations
 
+from edgecifar import INPUT_SHAPE, NUM_CLASSES
 from edgecifar.train.recipes import Recipe
 
 
-def build_model(recipe: Recipe, weights: str | None = None):
-    """Create and compile the recipe's model under its precision policy."""
+def build_model(recipe: Recipe, weights: str | None = None, input_shape: tuple[int, int, int] = INPUT_SHAPE,
+                classes: int = NUM_CLASSES):
+    """Create the recipe's model under its precision policy, for images of ``input_shape`` and ``classes``
+    classes (CIFAR-10's by default; a folder of photos: its own)."""
     import keras
 
     from edgecifar import models
+    from edgecifar.models.layers import data_shape
     from edgecifar.train.schedule import OneCycle  # noqa: F401  (registers the schedule for checkpoints)
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if recipe.mixed_bfloat16 else "float32")
@@ -18,7 +22,8 @@ def build_model(recipe: Recipe, weights: str | None = None):
         kwargs = dict(recipe.model_kwargs)
         if models.get(recipe.model).family == "mobilenetv2":
             kwargs.setdefault("weights", weights)
-        model = models.create(recipe.model, **kwargs)
+        with data_shape(input_shape, classes):
+            model = models.create(recipe.model, **kwargs)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     if recipe.whiten_stem:  # frozen before compiling; its weights come from the data (train/whiten.py)
@@ -61,6 +66,7 @@ def float32_copy(model, recipe: Recipe, weights: str | None):
     """The same network under the float32 policy: bf16 models need it to convert to TFLite."""
     if not recipe.mixed_bfloat16:
         return model
-    clone = build_model(recipe.with_overrides(mixed_bfloat16=False), weights)
+    clone = build_model(recipe.with_overrides(mixed_bfloat16=False), weights, tuple(model.input_shape[1:]),
+                        int(model.output_shape[-1]))
     clone.set_weights(model.get_weights())
     return clone

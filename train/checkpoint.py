@@ -78,10 +78,11 @@ def _seed_states(model) -> list:
     return [v for v in model.variables if v.path.endswith("seed_generator_state")]
 
 
-def run_settings(recipe: Recipe) -> dict:
-    """The recipe settings a run is made of, as its checkpoint records them: every field but the name and the
-    description, in JSON's types."""
-    return json.loads(json.dumps({k: v for k, v in asdict(recipe).items() if k not in ("name", "description")}))
+def run_settings(recipe: Recipe, image_size: int = 32) -> dict:
+    """The settings a run is made of, as its checkpoint records them: every recipe field but the name and the
+    description, and ``--image-size`` (its model's input), in JSON's types."""
+    settings = {k: v for k, v in asdict(recipe).items() if k not in ("name", "description")}
+    return json.loads(json.dumps({**settings, "image_size": image_size}))
 
 
 def _started(run_dir: Path) -> dict:
@@ -93,7 +94,7 @@ def _started(run_dir: Path) -> dict:
     return state if isinstance(state, dict) else {}
 
 
-def check_resume_settings(recipe: Recipe, run_dir: Path, precision: str = "auto") -> None:
+def check_resume_settings(recipe: Recipe, run_dir: Path, precision: str = "auto", image_size: int = 32) -> None:
     """Refuse to resume a run with other settings than it started with (``--epochs``, ``--batch-size``, ``--ema``,
     ``--whiten-stem``, ``--precision`` or an edited recipe): its checkpoint's learning-rate schedule spans the epochs
     and batches it started with (past that end the rate is 0), and its metrics.json would describe a run that never
@@ -112,7 +113,7 @@ def check_resume_settings(recipe: Recipe, run_dir: Path, precision: str = "auto"
         raise EdgeCifarError(f"{path}: records no settings the run started with (written before they were "
                              "recorded), so resuming could not keep its learning-rate schedule; start a new run "
                              "folder (--out), or --overwrite this one")
-    now = run_settings(recipe)
+    now = run_settings(recipe, image_size)
     changed = [k for k in now if k in started and started[k] != now[k]]
     if changed:
         listed = lambda values: ", ".join(f"{k} {values[k]}" for k in changed)  # noqa: E731
@@ -131,7 +132,7 @@ def check_run_dir(cfg: RunConfig) -> None:
         raise EdgeCifarError(f"{run_dir}: a run is already there; add --resume to continue it "
                              "or --overwrite to start again")
     if cfg.resume:
-        check_resume_settings(cfg.recipe, run_dir, cfg.precision)
+        check_resume_settings(cfg.recipe, run_dir, cfg.precision, cfg.image_size)
 
 
 def run_precision(cfg: RunConfig) -> Precision:

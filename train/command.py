@@ -27,7 +27,11 @@ from edgecifar.units import percent, plural, size
                    "a resumed run keeps its own.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory (default runs/RECIPE-seedS).")
-@click.option("--data", type=click.Path(path_type=Path), help="cifar-10-python.tar.gz or cifar-10-batches-py/ (default $EDGECIFAR_DATA).")
+@click.option("--data", type=click.Path(path_type=Path),
+              help="cifar-10-python.tar.gz, cifar-10-batches-py/, or a folder of your photos with one subfolder per "
+                   "class (optionally in train/ val/ test/) (default $EDGECIFAR_DATA).")
+@click.option("--image-size", type=click.IntRange(8, 512), default=32, show_default=True,
+              help="A photo folder's images become this square; the recipe's model takes it and the folder's classes.")
 @click.option("--val-size", type=click.IntRange(min=1), default=5000, show_default=True,
               help="Validation images held out of training (stratified).")
 @click.option("--weights", help="MobileNetV2 backbone weights file or folder (default $EDGECIFAR_WEIGHTS).")
@@ -43,9 +47,10 @@ from edgecifar.units import percent, plural, size
 @click.option("--task-index", type=click.IntRange(min=0), help="multi-worker: this machine's position in --workers (0 = chief).")
 @click.option("--worker-timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
               help="multi-worker: seconds to wait for the other workers at a step before failing.")
-def train(recipe, epochs, batch_size, ema, whiten_stem, precision, seed, out, data, val_size, weights, resume, overwrite, list_recipes, quiet,
-          strategy, workers, task_index, worker_timeout):
-    """Train RECIPE on CIFAR-10 and write model.keras, history.csv and metrics.json (and keep checkpoint/)."""
+def train(recipe, epochs, batch_size, ema, whiten_stem, precision, seed, out, data, image_size, val_size, weights, resume,
+          overwrite, list_recipes, quiet, strategy, workers, task_index, worker_timeout):
+    """Train RECIPE on CIFAR-10 or a folder of your photos and write model.keras, history.csv and metrics.json
+    (and keep checkpoint/)."""
     from edgecifar.train.recipes import RECIPES, get
 
     if list_recipes:
@@ -68,7 +73,7 @@ def train(recipe, epochs, batch_size, ema, whiten_stem, precision, seed, out, da
                                                    whiten_stem=whiten_stem), seed=seed, out=out,
                     data=str(data) if data else None, val_size=val_size, resume=resume, overwrite=overwrite,
                     weights=weights, progress=not quiet and sys.stderr.isatty(), strategy=strategy,
-                    collective_timeout=worker_timeout, precision=precision)
+                    collective_timeout=worker_timeout, precision=precision, image_size=image_size)
     check_run_dir(cfg)
     if workers:
         from edgecifar.train.distributed import write_tf_config
@@ -88,9 +93,10 @@ def train(recipe, epochs, batch_size, ema, whiten_stem, precision, seed, out, da
     console.print(f"[bold]{metrics['recipe']}[/] seed {metrics['seed']}: {plural(metrics['epochs'], 'epoch')} in "
                   f"{metrics['train_seconds']:.0f} s ({metrics['images_per_s']:,.0f} img/s), "
                   f"{metrics['parameters']:,} parameters, {metrics['macs'] / 1e6:.1f} MMACs")
+    tested = (f"test accuracy {percent(metrics['test_accuracy'], 2)} on {plural(metrics['test_images'], 'image')}"
+              if metrics["test_images"] else "no test images (the data has none apart from its training images)")
     console.print(f"validation accuracy {percent(metrics['val_accuracy'], 2)} on "
-                  f"{plural(metrics['val_images'], 'image')}; test accuracy {percent(metrics['test_accuracy'], 2)} "
-                  f"on {plural(metrics['test_images'], 'image')}")
+                  f"{plural(metrics['val_images'], 'image')}; {tested}")
     if strategy == "multi-worker":
         from edgecifar.train.distributed import is_chief, read_tf_config
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgecifar import NUM_CLASSES
 from edgecifar.runs import default_run_dir
 from edgecifar.train.recipes import Recipe
 
@@ -26,6 +27,8 @@ class RunConfig:
     strategy: str | None = None     # None (one process), "mirrored" or "multi-worker": see train/distributed.py
     collective_timeout: float = 120.0   # seconds a worker waits for the others before failing
     precision: str = "auto"         # --precision: auto, float32 or bfloat16 (train.recipes.resolve_precision)
+    image_size: int = 32            # --image-size: a photo folder's images become this square (CIFAR-10 stays 32)
+    classes: int = NUM_CLASSES      # the data's class count, set by the runner once the data is read
 
     @property
     def run_dir(self) -> Path:

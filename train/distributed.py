@@ -194,7 +194,7 @@ class Distributed:
         recipe = cfg.recipe
         self._check_same_settings(cfg, steps)
         with self.strategy.scope():
-            model = build_model(recipe, cfg.weights)
+            model = build_model(recipe, cfg.weights, (cfg.image_size, cfg.image_size, 3), cfg.classes)
             compile_model(model, recipe, steps, recipe.epochs)
             model.optimizer.build(model.trainable_variables)
         if not cfg.resume:
@@ -354,7 +354,7 @@ class Distributed:
         from edgecifar.metrics import accuracy
 
         probs = predict(model, x)
-        onehot = np.eye(10, dtype=np.float32)[y]
+        onehot = np.eye(int(model.output_shape[-1]), dtype=np.float32)[y]
         loss = float(np.mean(np.asarray(model.loss.call(onehot, probs))))
         if model.losses:
             loss += float(sum(np.asarray(l) for l in model.losses))

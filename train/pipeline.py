@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgecifar import NUM_CLASSES
 from edgecifar.train.distill import TeacherViews, show_views
 
 #: Mixup on top of the teacher's views (Beyer et al. 2022 distil with it): each batch mixed with itself reversed,
@@ -13,7 +14,7 @@ from edgecifar.train.distill import TeacherViews, show_views
 MIXUP = 0.0
 
 
-def epoch_dataset(x: np.ndarray, y, batch: int, seed: int, epoch: int, augment: str):
+def epoch_dataset(x: np.ndarray, y, batch: int, seed: int, epoch: int, augment: str, classes: int = NUM_CLASSES):
     """One epoch of shuffled, augmented batches; a pure function of (seed, epoch), so ``--resume`` at an epoch
     boundary gets the same batches (alternating flips included: train/augment.py).
 
@@ -22,7 +23,6 @@ def epoch_dataset(x: np.ndarray, y, batch: int, seed: int, epoch: int, augment: 
     with the teacher's targets for that view, in place of ``augment``'s fresh draws."""
     import tensorflow as tf
 
-    from edgecifar import NUM_CLASSES
     from edgecifar.train.augment import AUGMENTATIONS, mirror
 
     perm = np.random.default_rng([seed, epoch]).permutation(len(x))
@@ -41,7 +41,7 @@ def epoch_dataset(x: np.ndarray, y, batch: int, seed: int, epoch: int, augment: 
         if flip:  # this batch's share of the epoch's flips
             images = mirror(images, flip[0])
         images = aug.per_batch(images, tf.stack([tf.cast(seed * 100_003 + epoch, tf.int64), i]))
-        return images, (targets if y.ndim == 2 else tf.one_hot(targets, NUM_CLASSES))
+        return images, (targets if y.ndim == 2 else tf.one_hot(targets, classes))
 
     return _finish(ds.enumerate().map(prepare, num_parallel_calls=2, deterministic=True))
 

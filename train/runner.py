@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecifar import LABELS
 from edgecifar import data as cifar
 from edgecifar.errors import EdgeCifarError
 from edgecifar.fileio import atomic_path, check_writable_dir, write_json, write_text
@@ -99,15 +100,16 @@ def _train(cfg: RunConfig, console, dist, precision: Precision, built: Recipe) -
     from edgecifar.train.progress import ProgressCallback, make_progress
 
     recipe, run_dir = cfg.recipe, cfg.run_dir
-    ds = cifar.load(cfg.data)
+    ds = cifar.load(cfg.data, size=(cfg.image_size, cfg.image_size))
     console.print(ds.summary())
     console.print(f"precision: {precision.policy} ({precision.reason})")
-    if not 0 < cfg.val_size < len(ds.x_train):
-        raise EdgeCifarError(f"--val-size {cfg.val_size} must be between 1 and {len(ds.x_train) - 1} "
-                             f"(the data has {len(ds.x_train)} training images)")
-    tr_idx, val_idx = cifar.stratified_split(ds.y_train, cfg.val_size, seed=0)
-    x_tr, y_tr = ds.x_train[tr_idx], ds.y_train[tr_idx]
-    x_val, y_val = ds.x_train[val_idx], ds.y_train[val_idx]
+    cfg.classes = len(ds.label_names)
+    if recipe.distill and tuple(ds.label_names) != LABELS:
+        raise EdgeCifarError(f"recipe {recipe.name} distils from {recipe.distill}, a CIFAR-10 model; the data's "
+                             f"classes are {', '.join(ds.label_names[:5])}...: choose a recipe without distillation")
+    (x_tr, y_tr), (x_val, y_val), (x_test, y_test), said = _splits(ds, cfg.val_size)
+    if said:
+        console.print(said)
     steps = -(-len(x_tr) // recipe.batch_size)
 
     keras.utils.set_random_seed(cfg.seed)
@@ -118,10 +120,10 @@ def _train(cfg: RunConfig, console, dist, precision: Precision, built: Recipe) -
         model, state = load_checkpoint(run_dir)
         console.print(f"resuming {run_dir} after epoch {state.epochs_done}/{recipe.epochs}")
     else:
-        model, state = build_model(built, cfg.weights), State()
+        model, state = build_model(built, cfg.weights, tuple(x_tr.shape[1:]), cfg.classes), State()
         compile_model(model, recipe, steps, recipe.unfreeze_at or recipe.epochs)
     if state.epochs_done == 0:
-        state.settings, state.precision = run_settings(recipe), precision.policy
+        state.settings, state.precision = run_settings(recipe, cfg.image_size), precision.policy
     if recipe.whiten_stem and state.epochs_done == 0:
         from edgecifar.train.whiten import whiten_stem
 
@@ -140,7 +142,7 @@ def _train(cfg: RunConfig, console, dist, precision: Precision, built: Recipe) -
             _unfreeze_stage(model, recipe, epoch, steps, dist)
             cb = ProgressCallback(progress, run_task, epoch, recipe.epochs, steps, recipe.batch_size, len(x_tr))
             train_ds = epoch_dataset(x_tr, y_tr if soft is None else soft, recipe.batch_size, cfg.seed, epoch,
-                                     recipe.augment)
+                                     recipe.augment, cfg.classes)
             if dist is not None:  # tf.distribute step loop: Keras 3 model.fit breaks under multi-worker
                 hist = _History({k: [v] for k, v in dist.fit_epoch(model, train_ds, cb).items()})
                 val_loss, val_acc = dist.evaluate(model, x_val, y_val)
@@ -177,7 +179,7 @@ def _train(cfg: RunConfig, console, dist, precision: Precision, built: Recipe) -
     if ema is not None:
         ema.copy_to_model()
     final = float32_copy(model, built, cfg.weights)
-    val_scores, test_scores = predict(final, x_val), predict(final, ds.x_test)
+    val_scores, test_scores = predict(final, x_val), predict(final, x_test)
     per_epoch_ips = [r["images_per_s"] for r in state.history[1:]] or [r["images_per_s"] for r in state.history]
     metrics = {
         "recipe": recipe.name, "model": recipe.model, "seed": cfg.seed,
@@ -188,9 +190,10 @@ def _train(cfg: RunConfig, console, dist, precision: Precision, built: Recipe) -
         "images_per_s": round(float(np.median(per_epoch_ips)), 1),
         "parameters": count_params(final), "macs": count_macs(final),
         "val_accuracy": _accuracy(val_scores, y_val), "val_images": int(len(y_val)),
-        "test_accuracy": _accuracy(test_scores, ds.y_test), "test_images": int(len(ds.y_test)),
+        "test_accuracy": _accuracy(test_scores, y_test) if len(y_test) else None, "test_images": int(len(y_test)),
         "train_images": int(len(y_tr)),
         "data": {"source": ds.source, "fingerprint": ds.fingerprint, "train_batches": list(ds.train_batches)},
+        "labels": list(ds.label_names), "input_shape": list(x_tr.shape[1:]),
         "recipe_settings": asdict(recipe),
         "precision": {"policy": precision.policy, "reason": precision.reason, "asked": cfg.precision,
                       "cpu_features": list(cpu_features())},
@@ -268,6 +271,29 @@ def _distillation_targets(recipe: Recipe, run_dir: Path, x: np.ndarray, y: np.nd
     return soft_targets(y, probs, recipe.distill_alpha), teacher
 
 
+def _splits(ds, val_size: int):
+    """(training, validation, test) images and labels, and a line to say when the data decides them.
+
+    CIFAR-10, or a photo folder without its own validation images: ``val_size`` images held out of training,
+    stratified. A folder with ``val/`` and ``test/``: those. Test images are the data's own, or none when the
+    data has nothing apart from its training images (a folder without split folders): never training images."""
+    x_test, y_test = ds.x_test, ds.y_test
+    none = (x_test[:0], y_test[:0])
+    if np.shares_memory(x_test, ds.x_train):
+        x_test, y_test = none
+    own_val = len(ds.y_val) and not np.shares_memory(ds.x_val, x_test)
+    if own_val:
+        return (ds.x_train, ds.y_train), (ds.x_val, ds.y_val), (x_test, y_test), \
+            f"validation: the data's own {len(ds.y_val):,} images (--val-size not used)"
+    if not 0 < val_size < len(ds.x_train):
+        raise EdgeCifarError(f"--val-size {val_size} must be between 1 and {len(ds.x_train) - 1} "
+                             f"(the data has {len(ds.x_train)} training images)")
+    tr_idx, val_idx = cifar.stratified_split(ds.y_train, val_size, seed=0)
+    said = "" if len(y_test) else "test: none (the data has no images apart from its training images)"
+    return (ds.x_train[tr_idx], ds.y_train[tr_idx]), (ds.x_train[val_idx], ds.y_train[val_idx]), \
+        (x_test, y_test), said
+
+
 def _evaluate(model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(loss, accuracy) of the training model in its training precision: history.csv's val_loss, val_accuracy
     and (the weight average swapped in) ema_val_accuracy.
@@ -278,7 +304,8 @@ def _evaluate(model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     thousand; in a float32 recipe they agree. Both are right; the float32 one describes the file shipped."""
     import keras
 
-    loss, acc = model.evaluate(x.astype(np.float32), keras.utils.to_categorical(y, 10), batch_size=500, verbose=0)
+    loss, acc = model.evaluate(x.astype(np.float32), keras.utils.to_categorical(y, int(model.output_shape[-1])),
+                               batch_size=500, verbose=0)
     return float(loss), float(acc)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+import contextvars
+from typing import Iterator, Sequence
 
 import keras
 import numpy as np
@@ -14,9 +16,28 @@ CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32) * 255.0
 CIFAR_STD = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32) * 255.0
 
 
+#: The data a model is built for: (input shape H, W, C; class count). CIFAR-10's unless a caller building for other
+#: data says otherwise with :func:`data_shape`: every registered architecture takes its input from
+#: :func:`pixels_input` and ends in :func:`classifier`, so each adapts without a parameter of its own.
+_DATA: contextvars.ContextVar[tuple[tuple[int, int, int], int]] = contextvars.ContextVar(
+    "edgecifar_data_shape", default=(INPUT_SHAPE, NUM_CLASSES))
+
+
+@contextlib.contextmanager
+def data_shape(input_shape: tuple[int, int, int], classes: int) -> Iterator[None]:
+    """Build models inside this block for images of ``input_shape`` and ``classes`` classes (``train --data
+    FOLDER``: the folder's classes, ``--image-size``)."""
+    token = _DATA.set((tuple(input_shape), int(classes)))
+    try:
+        yield
+    finally:
+        _DATA.reset(token)
+
+
 def pixels_input(name: str = "pixels") -> keras.KerasTensor:
-    """The contract's input: raw RGB pixels 0-255, float32, any batch size."""
-    return keras.Input(shape=INPUT_SHAPE, dtype="float32", name=name)
+    """The contract's input: raw RGB pixels 0-255, float32, any batch size, at the data's size (CIFAR-10's 32x32
+    unless built inside :func:`data_shape`)."""
+    return keras.Input(shape=_DATA.get()[0], dtype="float32", name=name)
 
 
 def scale_01(x):
@@ -30,9 +51,10 @@ def standardize(x):
                                   name="standardize")(x)
 
 
-def classifier(x, units: int = NUM_CLASSES, regularizer=None, name: str = "scores"):
-    """Dense logits then a float32 softmax, so mixed-precision models still output float32 probabilities."""
-    x = keras.layers.Dense(units, kernel_regularizer=regularizer, name=f"{name}_logits")(x)
+def classifier(x, units: int | None = None, regularizer=None, name: str = "scores"):
+    """Dense logits (one per class of the data) then a float32 softmax, so mixed-precision models still output
+    float32 probabilities."""
+    x = keras.layers.Dense(units or _DATA.get()[1], kernel_regularizer=regularizer, name=f"{name}_logits")(x)
     return keras.layers.Activation("softmax", dtype="float32", name=name)(x)
 
 
@@ -93,7 +115,7 @@ def with_flip_tta(model: keras.Model) -> keras.Model:
     The mirror rides in the same batch through one copy of the network, rather than through a second
     call, because TFLite would otherwise store the folded weights twice (108 KB instead of 96 KB for
     edge_tiny int8)."""
-    inp = pixels_input()
+    inp = keras.Input(shape=model.input_shape[1:], dtype="float32", name="pixels")
     out = MeanOfHalves(name="flip_tta", dtype="float32")(model(StackMirror(name="mirror")(inp)))
     return keras.Model(inp, out, name=f"{model.name}_tta")
 
@@ -103,6 +125,6 @@ def with_crop_tta(model: keras.Model) -> keras.Model:
     second TTA level, six times the work, same contract, same weights (stored once, as in with_flip_tta).
 
     airbench averages logits; our models end in a softmax, so this averages probabilities."""
-    inp = pixels_input()
+    inp = keras.Input(shape=model.input_shape[1:], dtype="float32", name="pixels")
     out = WeightedMeanOfGroups(CROP_WEIGHTS, name="crop_tta", dtype="float32")(model(StackCrops(name="crops")(inp)))
     return keras.Model(inp, out, name=f"{model.name}_tta6")
