@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -25,8 +26,9 @@ from edgecifar.units import percent, plural
 
 
 def expand_images(args) -> list[Path]:
-    """Image arguments in order, each folder replaced by the image files in it (sorted, not recursive);
-    a folder without any stays, so it gets its own error line."""
+    """Image arguments in order, each folder replaced by the image files in it and in its subfolders (a folder of
+    class folders, as ``--data`` takes; sorted; hidden entries skipped; symlinked folders not followed, so a link
+    cannot lead out of it or round in a loop); a folder without any stays, so it gets its own error line."""
     suffixes = None
     out: list[Path] = []
     for arg in map(Path, args):
@@ -34,8 +36,11 @@ def expand_images(args) -> list[Path]:
             out.append(arg)
             continue
         suffixes = suffixes or photo_suffixes()
-        found = sorted(p for p in arg.iterdir() if p.is_file() and not p.name.startswith(".")
-                       and p.suffix.lower() in suffixes)
+        found = []
+        for top, dirs, files in os.walk(arg, followlinks=False):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            found += [Path(top) / f for f in sorted(files)
+                      if not f.startswith(".") and Path(f).suffix.lower() in suffixes and (Path(top) / f).is_file()]
         out.extend(found or [arg])
     return out
 

@@ -302,3 +302,14 @@ def test_a_model_whose_name_starts_with_a_dash_is_a_file_to_the_worker_not_an_op
     result = CliRunner().invoke(main, ["predict", str(photos[0][0]), "--model", "-h_int8.tflite"])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"{photos[0][0]}: ")
+
+
+def test_a_folder_argument_takes_the_images_of_its_class_subfolders_in_order_and_skips_hidden_ones(tmp_path):
+    from edgecifar.bench.predict import expand_images
+
+    for name in ("dog/b.png", "cat/a.png", "cat/.hidden.png", ".cache/c.png", "notes.txt", "top.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "cat" / "loop").symlink_to(tmp_path)           # a link back up is not followed
+    found = [p.relative_to(tmp_path).as_posix() for p in expand_images([str(tmp_path)])]
+    assert found == ["top.jpg", "cat/a.png", "dog/b.png"]

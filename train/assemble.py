@@ -8,9 +8,10 @@ from edgecifar.train.recipes import Recipe
 
 
 def build_model(recipe: Recipe, weights: str | None = None, input_shape: tuple[int, int, int] = INPUT_SHAPE,
-                classes: int = NUM_CLASSES):
+                classes: int = NUM_CLASSES, user=None, say=lambda line: None):
     """Create the recipe's model under its precision policy, for images of ``input_shape`` and ``classes``
-    classes (CIFAR-10's by default; a folder of photos: its own)."""
+    classes (CIFAR-10's by default; a folder of photos: its own): the registry's architecture, or ``user``'s
+    (``--model net.py:build``, train/usermodel.py)."""
     import keras
 
     from edgecifar import models
@@ -22,8 +23,13 @@ def build_model(recipe: Recipe, weights: str | None = None, input_shape: tuple[i
         kwargs = dict(recipe.model_kwargs)
         if models.get(recipe.model).family == "mobilenetv2":
             kwargs.setdefault("weights", weights)
-        with data_shape(input_shape, classes):
-            model = models.create(recipe.model, **kwargs)
+        if user is not None:
+            from edgecifar.train import usermodel
+
+            model = usermodel.build(user, input_shape, classes, say)
+        else:
+            with data_shape(input_shape, classes):
+                model = models.create(recipe.model, **kwargs)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     if recipe.whiten_stem:  # frozen before compiling; its weights come from the data (train/whiten.py)
@@ -62,11 +68,11 @@ def compile_model(model, recipe: Recipe, steps_per_epoch: int, epochs: int, back
                   metrics=["accuracy"])
 
 
-def float32_copy(model, recipe: Recipe, weights: str | None):
+def float32_copy(model, recipe: Recipe, weights: str | None, user=None):
     """The same network under the float32 policy: bf16 models need it to convert to TFLite."""
     if not recipe.mixed_bfloat16:
         return model
     clone = build_model(recipe.with_overrides(mixed_bfloat16=False), weights, tuple(model.input_shape[1:]),
-                        int(model.output_shape[-1]))
+                        int(model.output_shape[-1]), user)
     clone.set_weights(model.get_weights())
     return clone

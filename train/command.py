@@ -32,6 +32,10 @@ from edgecifar.units import percent, plural, size
                    "class (optionally in train/ val/ test/) (default $EDGECIFAR_DATA).")
 @click.option("--image-size", type=click.IntRange(8, 512), default=32, show_default=True,
               help="A photo folder's images become this square; the recipe's model takes it and the folder's classes.")
+@click.option("--model", "model_spec", metavar="FILE.py:FUNCTION",
+              help="Your own architecture: build(input_shape, classes) in your Python file returns a Keras model "
+                   "(pixels 0-255 in, class probabilities out); the recipe gives every training setting. The file "
+                   "is run as code: name only one you trust.")
 @click.option("--val-size", type=click.IntRange(min=1), default=5000, show_default=True,
               help="Validation images held out of training (stratified).")
 @click.option("--weights", help="MobileNetV2 backbone weights file or folder (default $EDGECIFAR_WEIGHTS).")
@@ -47,8 +51,8 @@ from edgecifar.units import percent, plural, size
 @click.option("--task-index", type=click.IntRange(min=0), help="multi-worker: this machine's position in --workers (0 = chief).")
 @click.option("--worker-timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
               help="multi-worker: seconds to wait for the other workers at a step before failing.")
-def train(recipe, epochs, batch_size, ema, whiten_stem, precision, seed, out, data, image_size, val_size, weights, resume,
-          overwrite, list_recipes, quiet, strategy, workers, task_index, worker_timeout):
+def train(recipe, epochs, batch_size, ema, whiten_stem, precision, seed, out, data, image_size, model_spec, val_size,
+          weights, resume, overwrite, list_recipes, quiet, strategy, workers, task_index, worker_timeout):
     """Train RECIPE on CIFAR-10 or a folder of your photos and write model.keras, history.csv and metrics.json
     (and keep checkpoint/)."""
     from edgecifar.train.recipes import RECIPES, get
@@ -73,7 +77,8 @@ def train(recipe, epochs, batch_size, ema, whiten_stem, precision, seed, out, da
                                                    whiten_stem=whiten_stem), seed=seed, out=out,
                     data=str(data) if data else None, val_size=val_size, resume=resume, overwrite=overwrite,
                     weights=weights, progress=not quiet and sys.stderr.isatty(), strategy=strategy,
-                    collective_timeout=worker_timeout, precision=precision, image_size=image_size)
+                    collective_timeout=worker_timeout, precision=precision, image_size=image_size,
+                    user_model=_user_model(model_spec, get(recipe)) if model_spec else None)
     check_run_dir(cfg)
     if workers:
         from edgecifar.train.distributed import write_tf_config
@@ -108,6 +113,20 @@ def train(recipe, epochs, batch_size, ema, whiten_stem, precision, seed, out, da
     kept = sum(f.stat().st_size for f in (cfg.run_dir / CHECKPOINT).rglob("*") if f.is_file())
     console.print(f"wrote {cfg.run_dir}/model.keras, history.csv, metrics.json; kept {CHECKPOINT}/ ({size(kept)}: "
                   "the last epoch with its optimizer state)")
+
+
+def _user_model(spec: str, recipe):
+    """``--model FILE.py:FUNCTION``, checked before TensorFlow loads; recipes whose settings reach into one of our
+    architectures (a frozen MobileNetV2 backbone, a whitening stem) are refused with it in one line."""
+    from edgecifar.errors import EdgeCifarError
+    from edgecifar.train import usermodel
+
+    ours = [name for name, used in (("freeze", recipe.freeze != "none"), ("whiten_stem", recipe.whiten_stem),
+                                    ("model_kwargs", bool(recipe.model_kwargs))) if used]
+    if ours:
+        raise EdgeCifarError(f"--model {spec}: recipe {recipe.name} sets {', '.join(ours)}, which apply to its own "
+                             f"model ({recipe.model}); choose a recipe without them (e.g. bn_gap_sound, edge_fast)")
+    return usermodel.parse(spec)
 
 
 def _how_to_continue(ctx: click.Context, run_dir: Path) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgecifar import NUM_CLASSES
 from edgecifar.runs import default_run_dir
@@ -29,6 +30,7 @@ class RunConfig:
     precision: str = "auto"         # --precision: auto, float32 or bfloat16 (train.recipes.resolve_precision)
     image_size: int = 32            # --image-size: a photo folder's images become this square (CIFAR-10 stays 32)
     classes: int = NUM_CLASSES      # the data's class count, set by the runner once the data is read
+    user_model: Any = None          # --model net.py:build: train.usermodel.UserModel, in place of the recipe's model
 
     @property
     def run_dir(self) -> Path:

@@ -194,7 +194,7 @@ class Distributed:
         recipe = cfg.recipe
         self._check_same_settings(cfg, steps)
         with self.strategy.scope():
-            model = build_model(recipe, cfg.weights, (cfg.image_size, cfg.image_size, 3), cfg.classes)
+            model = build_model(recipe, cfg.weights, (cfg.image_size, cfg.image_size, 3), cfg.classes, cfg.user_model)
             compile_model(model, recipe, steps, recipe.epochs)
             model.optimizer.build(model.trainable_variables)
         if not cfg.resume:

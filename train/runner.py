@@ -120,7 +120,8 @@ def _train(cfg: RunConfig, console, dist, precision: Precision, built: Recipe) -
         model, state = load_checkpoint(run_dir)
         console.print(f"resuming {run_dir} after epoch {state.epochs_done}/{recipe.epochs}")
     else:
-        model, state = build_model(built, cfg.weights, tuple(x_tr.shape[1:]), cfg.classes), State()
+        model, state = build_model(built, cfg.weights, tuple(x_tr.shape[1:]), cfg.classes, cfg.user_model,
+                                   console.print), State()
         compile_model(model, recipe, steps, recipe.unfreeze_at or recipe.epochs)
     if state.epochs_done == 0:
         state.settings, state.precision = run_settings(recipe, cfg.image_size), precision.policy
@@ -178,11 +179,11 @@ def _train(cfg: RunConfig, console, dist, precision: Precision, built: Recipe) -
         model.load_weights(best_weights)
     if ema is not None:
         ema.copy_to_model()
-    final = float32_copy(model, built, cfg.weights)
+    final = float32_copy(model, built, cfg.weights, cfg.user_model)
     val_scores, test_scores = predict(final, x_val), predict(final, x_test)
     per_epoch_ips = [r["images_per_s"] for r in state.history[1:]] or [r["images_per_s"] for r in state.history]
     metrics = {
-        "recipe": recipe.name, "model": recipe.model, "seed": cfg.seed,
+        "recipe": recipe.name, "model": cfg.user_model.spec if cfg.user_model else recipe.model, "seed": cfg.seed,
         "epochs": state.epochs_done, "epochs_planned": recipe.epochs, "batch_size": recipe.batch_size,
         "stopped_early": state.stopped_early,
         "best_epoch": stopper.best_epoch + 1 if recipe.select != "last" else None,
@@ -202,6 +203,8 @@ def _train(cfg: RunConfig, console, dist, precision: Precision, built: Recipe) -
     }
     if teacher is not None:
         metrics["distillation"] = teacher
+    if cfg.user_model is not None:
+        metrics["user_model"] = cfg.user_model.describe()
     if dist is not None:
         metrics.update(dist.describe())
     with atomic_path(run_dir / "model.keras") as tmp:
