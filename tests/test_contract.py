@@ -213,3 +213,26 @@ def test_bench_and_predict_say_in_one_line_what_they_did_for_a_file_outside_our_
     missing = subprocess.run([EDGECIFAR, "predict", str(photo), "--model", str(folder / "theirs_logits.tflite")],
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "--input-range" in missing.stderr
+
+
+def test_an_nchw_onnx_classifier_from_elsewhere_gets_its_pixels_channel_first_in_its_range(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    weights = np.array([[1.0, 0.0, -1.0, 0.5], [0.0, 1.0, 0.5, -1.0], [-1.0, 0.5, 1.0, 0.0]], np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=0),
+         helper.make_node("MatMul", ["m", "w"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["p"], axis=1)],
+        "pytorch_style", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 24, 20])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor("w", TensorProto.FLOAT, weights.shape, weights.flatten())])
+    path = tmp_path / "theirs.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    model = runtime.load(path, input_range=(0.0, 1.0))
+    assert (model.contract.layout, model.contract.shape, model.classes) == ("NCHW", (24, 20, 3), 4)
+    pixels = np.random.default_rng(1).integers(0, 256, (5, 24, 20, 3)).astype(np.uint8)
+    logits = (pixels / 255.0).mean(axis=(1, 2)) @ weights
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert np.allclose(model.predict(pixels), expected, atol=1e-5) and model.meaning == "probabilities"

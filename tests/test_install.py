@@ -85,6 +85,10 @@ def test_the_built_wheel_imports_all_three_stages(wheel, tmp_path):
                          capture_output=True, text=True, timeout=120, check=True).stdout.split()
     assert [Path(p).parent.name for p in out] == ["train", "export", "bench"]
     assert all(str(target) in p for p in out)
+    import zipfile
+
+    shipped = zipfile.ZipFile(wheel).namelist()
+    assert not any(name.startswith(("research/", "tests/")) for name in shipped)   # the lab stays in the repo
 
 
 @pytest.mark.slow
@@ -124,6 +128,20 @@ def test_the_base_install_runs_help_zoo_predict_and_bench_without_tensorflow_or_
     assert named.returncode == 1                                     # a file the user names is still a row
     assert f"{onnx[0]}: onnxruntime is not installed" in named.stdout
     assert named.stderr.splitlines()[-1].startswith("1 of 1 row") and "Traceback" not in named.stderr
+
+    # Your photos, as a folder of class folders, for bench and predict: still no TensorFlow.
+    images, labels = separable_images(12, seed=5)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = tmp_path / "photos" / ("cat" if i % 2 else "ship")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).resize((48, 48)).save(folder / f"{i}.png")
+    on_folder = run([edgecifar, "bench", tflite[0], "--data", "photos", "--runs", "5"], cwd=tmp_path,
+                    env={**env, "EDGECIFAR_CACHE": str(tmp_path / "cache")})
+    assert on_folder.returncode == 0, on_folder.stdout + on_folder.stderr
+    assert "12 test images from photos" in on_folder.stderr and "classes matched by name" in on_folder.stdout
+    in_folders = run([edgecifar, "predict", "photos"], cwd=tmp_path, env=env)
+    assert in_folders.returncode == 0, in_folders.stderr
+    assert len(in_folders.stdout.splitlines()) == 12 and in_folders.stdout.startswith("photos/cat/")
 
 
 @pytest.mark.slow
