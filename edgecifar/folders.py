@@ -54,6 +54,12 @@ PREFERRED = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 NAMES_SHOWN = 10
 
 Warn = Callable[[str], None]
+#: The one class of a folder of loose images (:func:`load` with ``unlabelled=True``): its images have no labels.
+UNLABELLED = "(unlabelled)"
+
+
+class NoClassFolders(DataError):
+    """A folder with no class subfolders: no labels. Export can still calibrate on its images (``unlabelled``)."""
 
 
 @dataclass(frozen=True)
@@ -219,7 +225,7 @@ def scan(path: str | os.PathLike, warn: Warn) -> Listing:
     if not any(per_split.values()):
         loose = sum(1 for p in _visible(root, root_real, [], warn) if p.suffix.lower() in suffixes)
         hint = f" (it holds {plural(loose, 'image file')} directly)" if loose else ""
-        raise DataError(f"{root}: no class subfolders{hint} and no CIFAR-10 batches; an image folder "
+        raise NoClassFolders(f"{root}: no class subfolders{hint} and no CIFAR-10 batches; an image folder "
                         "holds one subfolder of images per class, named after the class")
     _same_classes(root, per_split)
     _printable(root, per_split)
@@ -244,6 +250,20 @@ def scan(path: str | os.PathLike, warn: Warn) -> Listing:
         ends.append(len(files))
     return Listing(root, tuple(classes), tuple(files), np.asarray(labels, dtype=np.int64),
                    tuple(s for s in per_split if s), tuple(ends), tuple(outside))
+
+
+def scan_unlabelled(path: str | os.PathLike, warn: Warn) -> Listing:
+    """Every image file in a folder of loose images (at any depth, as a class folder is read), as the one class
+    :data:`UNLABELLED`; one DataError line when it holds none."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    root_real, outside, suffixes = resolved(root), [], photo_suffixes()
+    files = _image_files(root, root_real, suffixes, outside, warn, frozenset())
+    if not files:
+        raise DataError(f"{root}: no image files (looked for {', '.join(sorted(s for s in suffixes if s in PREFERRED))}...)")
+    return Listing(root, (UNLABELLED,), tuple(p.relative_to(root) for p in files), np.zeros(len(files), np.int64),
+                   (), (len(files),), tuple(outside))
 
 
 # --------------------------------------------------------------------------- decoding and the cache
@@ -350,15 +370,16 @@ def _note(line: str) -> None:
 
 
 def load(path: str | os.PathLike, size: int | tuple[int, int] = (32, 32), warn: Warn | None = None,
-         note: Warn | None = None) -> ImageFolder:
+         note: Warn | None = None, unlabelled: bool = False) -> ImageFolder:
     """Load an image folder (see the module doc) at ``size`` = (height, width). ``warn`` receives one line per
     unreadable image or unlistable folder and one for the symlinks not followed (default: stderr), also when
-    the images come from the cache; ``note`` the line said before a long decode (default: stderr)."""
+    the images come from the cache; ``note`` the line said before a long decode (default: stderr).
+    ``unlabelled``: a folder of loose images, its one class :data:`UNLABELLED` (images to calibrate on)."""
     warn, note = warn or _stderr, note or _note
     height, width = size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if height < 1 or width < 1:
         raise DataError(f"image size {height}x{width}: both sides must be at least 1 pixel")
-    listing = scan(path, warn)
+    listing = (scan_unlabelled if unlabelled else scan)(path, warn)
     if listing.outside:
         warn(not_followed(listing))
     return assemble(listing, cached_decode(listing, size, warn, note), size)

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from edgecifar.contract import parse_range, read_labels
 from edgecifar.export import tta as tta_kinds
 from edgecifar.export.formats import FORMATS
 
@@ -45,6 +46,15 @@ def _tta_kind(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return value
 
 
+def _input_range(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, float] | None:
+    """--input-range parsed as bench and predict parse it (edgecifar.contract), one line when malformed."""
+    return parse_range(value) if value else None
+
+
+def _labels(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
+    return read_labels(value) if value else None
+
+
 def _format_options(values: dict) -> dict[str, dict]:
     """Pop the --FLAG-NAME values out of the command's keywords into {format key: {option name: value}},
     keeping only the options given (not None)."""
@@ -73,24 +83,35 @@ def _format_options(values: dict) -> dict[str, dict]:
               help="Accuracy drop (points) above which a file is flagged.")
 @click.option("--strict", is_flag=True, help="Exit 1 when any format drops more than --threshold (for CI).")
 @click.option("--data", type=click.Path(path_type=Path),
-              help="cifar-10-python.tar.gz or cifar-10-batches-py/ (default $EDGECIFAR_DATA, else the run's data).")
+              help="cifar-10-python.tar.gz, cifar-10-batches-py/, or a folder of images: class subfolders (validated "
+                   "against them), or loose images (calibration; validated by agreement with Keras). Default "
+                   "$EDGECIFAR_DATA, else the run's data.")
+@click.option("--input-range", metavar="LOW,HIGH", callback=_input_range,
+              help="What the model expects for pixels 0 and 255 (e.g. 0,1 or -1,1) when it does not rescale inside: "
+                   "the files then rescale raw pixels to it, and take pixels 0..255. Needed for a model made "
+                   "elsewhere with no Rescaling or Normalization layer at its input.")
+@click.option("--labels", metavar="FILE", callback=_labels,
+              help="The model's class names, one per line in output order, written into every file (default: the "
+                   "run's, the --data folder's class folders, CIFAR-10's for 10 classes, else numbered).")
 def export(model: Path | None, everything: bool, tta: str | None, out: Path | None, n_calibration: int, val_size: int,
-           threshold: float, strict: bool, data: Path | None, **flags: bool) -> None:
-    """Convert MODEL (a run directory or .keras file; default: the newest run) to TFLite/ONNX files,
-    validate each one in its device runtime against Keras, and write edgecifar.json beside them.
-    No format flag means --fp32."""
+           threshold: float, strict: bool, data: Path | None, input_range: tuple[float, float] | None,
+           labels: tuple[str, ...] | None, **flags: bool) -> None:
+    """Convert MODEL (a run directory, a .keras or .h5 file, or a SavedModel folder: any Keras image classifier;
+    default: the newest run) to TFLite/ONNX files that take raw pixels 0..255, validate each one in its device
+    runtime against Keras, and write edgecifar.json beside them. No format flag means --fp32."""
     from rich.console import Console
 
     from edgecifar.errors import require_tensorflow
     from edgecifar.export import formats, pipeline, report, source
-    from edgecifar.export.validate import DROP
+    from edgecifar.export.validate import AGREEMENT, DROP
     from edgecifar.tables import output_console
 
     options = _format_options(flags)
     src = source.resolve(model, tta)
     chosen = formats.select(flags, everything)
     cfg = pipeline.ExportConfig(src, chosen, out=out, data=str(data) if data else None, val_size=val_size,
-                                n_calibration=n_calibration, threshold=threshold, options=options)
+                                n_calibration=n_calibration, threshold=threshold, options=options,
+                                input_range=input_range, labels=labels)
     require_tensorflow()
     err = Console(stderr=True)
     result = pipeline.run(cfg, say=lambda msg: err.print(msg, highlight=False, soft_wrap=True))
@@ -101,7 +122,9 @@ def export(model: Path | None, everything: bool, tta: str | None, out: Path | No
         click.echo(f"error: {o.fmt.title} ({o.path.name}) failed: {o.validation.error}", err=True)
     dropped = [o for o in result.outcomes if o.validation.status == DROP] if strict else []
     for o in dropped:
-        click.echo(f"error: {o.fmt.title} ({o.path.name}) is {o.validation.drop:.2f} points less accurate than "
-                   f"Keras, more than --threshold {threshold:g} (--strict)", err=True)
+        how = (f"disagrees with Keras on {o.validation.drop:.2f}% of the images" if o.validation.measure == AGREEMENT
+               else f"is {o.validation.drop:.2f} points less accurate than Keras")
+        click.echo(f"error: {o.fmt.title} ({o.path.name}) {how}, more than --threshold {threshold:g} (--strict)",
+                   err=True)
     if result.failed or dropped:
         raise SystemExit(1)

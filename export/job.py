@@ -33,18 +33,29 @@ class ExportFailure(Exception):
 class ExportJob:
     """The inputs shared by every format of one ``edgecifar export`` call."""
 
-    model: Any                                 # a keras.Model, float32, [N,32,32,3] -> [N,10]
-    name: str                                  # recipe or .keras stem: the file name prefix
-    calibration: np.ndarray                    # float32 [N,32,32,3] pixels 0-255, 0 and 255 both present
-    labels: tuple[str, ...] = LABELS
+    model: Any                                 # a keras.Model, float32, [N, H, W, C] pixels 0-255 -> [N, classes]
+    name: str                                  # recipe or model file stem: the file name prefix
+    calibration: np.ndarray                    # float32 [N, H, W, C] pixels 0-255, 0 and 255 both present
+    labels: tuple[str, ...] = LABELS           # class names in output order; () numbers them
     cache: dict[str, Any] = field(default_factory=dict)  # results shared between formats (fp32 ONNX graph)
+    shape: tuple[int, int, int] = INPUT_SHAPE  # (height, width, channels) of the input every file takes
+    classes: int | None = None                 # outputs; None: as many as labels
+    input_range: tuple[float, float] = PIXEL_RANGE  # what the files take for pixels 0 and 255 (always 0..255:
+                                                    # a model that expects another range is wrapped, export/adapt.py)
+
+    def __post_init__(self) -> None:
+        self.shape = tuple(int(d) for d in self.shape)
+        if self.classes is None:
+            self.classes = len(self.labels)
+        if self.labels and len(self.labels) != self.classes:
+            raise ValueError(f"{len(self.labels)} class names for {self.classes} outputs")
 
     def input_contract(self) -> dict[str, Any]:
-        return {"name": INPUT_NAME, "shape": [-1, *INPUT_SHAPE], "layout": "NHWC", "range": list(PIXEL_RANGE)}
+        return {"name": INPUT_NAME, "shape": [-1, *self.shape], "layout": "NHWC", "range": list(self.input_range)}
 
     def contract(self) -> Contract:
         """What every file of this export takes and gives, embedded in each (edgecifar.contract)."""
-        return Contract(*INPUT_SHAPE, layout="NHWC", input_range=PIXEL_RANGE, labels=tuple(self.labels),
+        return Contract(*self.shape, layout="NHWC", input_range=tuple(self.input_range), labels=tuple(self.labels),
                         outputs="probabilities", source=self.name)
 
 

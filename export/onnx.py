@@ -1,7 +1,7 @@
 """ONNX files: fp32 through tf2onnx, int8 through onnxruntime's static QDQ quantization.
 
-Both take float32 pixels 0-255 on an input named ``pixels`` with a dynamic batch, and carry the labels
-and the input contract in ``metadata_props`` so a file explains itself without the manifest.
+Both take float32 pixels 0-255 on an input named ``pixels`` of the model's size with a dynamic batch, and carry
+the labels and the input contract in ``metadata_props`` so a file explains itself without the manifest.
 
 The int8 file answers the same on every x86-64 CPU. Without VNNI (AVX2, and AVX-512 without VNNI)
 onnxruntime's int8 Conv/Gemm multiply with vpmaddubsw: two uint8 x int8 products (onnxruntime shifts
@@ -43,7 +43,7 @@ def fp32_graph(job: ExportJob):
         import tensorflow as tf
         import tf2onnx
 
-        spec = tf.TensorSpec([None, 32, 32, 3], tf.float32, name=INPUT_NAME)
+        spec = tf.TensorSpec([None, *job.shape], tf.float32, name=INPUT_NAME)
         fn = tf.function(lambda pixels: job.model(pixels, training=False), input_signature=[spec])
         try:
             with quiet():
@@ -198,7 +198,7 @@ def metadata(job: ExportJob, precision: str) -> dict[str, str]:
     return {
         "labels": json.dumps(list(job.labels)),
         "input": json.dumps({**job.input_contract(), "dtype": "float32"}),
-        "output": json.dumps({"name": OUTPUT_NAME, "meaning": "probabilities", "shape": [-1, len(job.labels)]}),
+        "output": json.dumps({"name": OUTPUT_NAME, "meaning": "probabilities", "shape": [-1, job.classes]}),
         "model": job.name,
         METADATA_NAME: job.contract().to_json(),
         "precision": precision,

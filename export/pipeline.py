@@ -19,12 +19,14 @@ import numpy as np
 
 from edgecifar import data as cifar
 from edgecifar import micro
+from edgecifar.contract import Contract
 from edgecifar.errors import EdgeCifarError, one_line
-from edgecifar.export import calibration, manifest, tta
+from edgecifar.export import adapt, calibration, dataset, manifest, tta
 from edgecifar.export.formats import FORMATS, Format
 from edgecifar.export.job import ExportJob
-from edgecifar.export.source import Source, describe, load_model
-from edgecifar.export.validate import FAILED, Validation, keras_scores, micro_check, validate
+from edgecifar.export.source import Source, describe, digest, load_model
+from edgecifar.export.validate import (ACCURACY, AGREEMENT, FAILED, Validation, failed, keras_scores, micro_check,
+                                       validate)
 from edgecifar.fileio import atomic_path, check_writable_dir, remove_stale_temporaries
 from edgecifar.manifest import read as read_manifest
 from edgecifar.metrics import accuracy
@@ -40,6 +42,8 @@ class ExportConfig:
     n_calibration: int = 500
     threshold: float = 1.0
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # format key -> {option name: value}
+    input_range: tuple[float, float] | None = None   # --input-range: what the model expects for pixels 0 and 255
+    labels: tuple[str, ...] | None = None            # --labels: the model's class names in output order
 
     def __post_init__(self) -> None:
         check_options(self.options, self.formats)
@@ -90,10 +94,12 @@ class Outcome:
 class Report:
     name: str
     out: Path
-    keras_accuracy: float
+    keras_accuracy: float | None      # None when validated by agreement with Keras (no labels)
     images: int
     outcomes: list[Outcome] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    measure: str = ACCURACY           # validate.ACCURACY, or validate.AGREEMENT
+    reference: str = "model.keras"    # the Keras model's row in the table
 
     @property
     def failed(self) -> list[Outcome]:
@@ -131,11 +137,22 @@ def is_export_output(name: str) -> bool:
 
 
 def _run(cfg: ExportConfig, out: Path, say: Callable[[str], None]) -> Report:
-    model = load_model(cfg.source)
-    ds = cifar.load(data_path(cfg))
+    model, spec = load_model(cfg.source)
+    where = str(cfg.source.path)
+    pixel_range = adapt.input_range(cfg.input_range, spec, where, say)
+    ds = dataset.load(data_path(cfg), (spec.height, spec.width), say)
+    labels, named_by = dataset.choose_labels(cfg.labels, cfg.source.labels, spec.classes, ds)
+    if not spec.ours:
+        say(f"{where}: {spec.height}x{spec.width}x{spec.channels} in, {spec.classes} classes, "
+            + (f"names from {named_by}" if labels else "numbered (--labels FILE names them)"))
+    targets = dataset.targets(labels, ds, where)
+    if targets.note:
+        say(targets.note)
     calibrated = any(f.calibrated for f in cfg.formats)
+    fit = Contract(*spec.shape).fit
     split = calibration.split(ds, cfg.val_size, cfg.n_calibration if calibrated else calibration.MIN_CALIBRATION,
-                              cfg.source.holdout)
+                              cfg.source.holdout, fit=fit)
+    y_val = targets.labels(split.y_val)
     warnings = []
     if cfg.source.data_fingerprint and cfg.source.data_fingerprint != ds.fingerprint:
         warnings.append(f"data {ds.source} (fingerprint {ds.fingerprint}) is not the data the model trained on "
@@ -143,20 +160,21 @@ def _run(cfg: ExportConfig, out: Path, say: Callable[[str], None]) -> Report:
     if len(split.y_val) < cfg.val_size:
         warnings.append(f"only {len(split.y_val)} held-out images to validate on (--val-size {cfg.val_size})")
 
+    model = adapt.prepare(model, spec, pixel_range, split.x_val, cfg.source.tta, where, say)
     say(f"{cfg.source.path}: Keras reference on {len(split.y_val):,} validation images")
     # A TTA model feeds the network several views per image: keep the images per call constant (500 at 128x128
     # and six views took 22 GB and was killed).
     reference = keras_scores(model, split.x_val, batch=max(1, 500 // cfg.source.views))
-    job = ExportJob(model, cfg.source.name, split.calibration)
-    digest = manifest.sha256(cfg.source.path)
-    source = describe(cfg.source, model, digest)
-    report = Report(job.name, out, accuracy(reference, split.y_val), len(split.y_val),
-                    warnings=warnings)
+    job = ExportJob(model, cfg.source.name, split.calibration, labels, shape=spec.shape, classes=spec.classes)
+    source = describe(cfg.source, model, digest(cfg.source.path))
+    measure = ACCURACY if y_val is not None else AGREEMENT
+    report = Report(job.name, out, accuracy(reference, y_val) if y_val is not None else None, len(split.y_val),
+                    warnings=warnings, measure=measure, reference=cfg.source.path.name)
     entries = []
     for fmt in cfg.formats:
         say(f"{fmt.title}: writing {out / fmt.filename(job.name)}")
         options = cfg.options_of(fmt)
-        outcome, loaded = _export_one(fmt, job, out, split, reference, cfg.threshold,
+        outcome, loaded = _export_one(fmt, job, out, split.x_val, y_val, reference, cfg.threshold,
                                       tta.network_options(options, cfg.source.tta))
         report.outcomes.append(outcome)
         if outcome.written and runs_on_mcu(fmt):
@@ -173,9 +191,8 @@ def _run(cfg: ExportConfig, out: Path, say: Callable[[str], None]) -> Report:
         source,
         {"images": cfg.n_calibration, "seed": calibration.SEED, **data_id} if calibrated
         else (old or {}).get("calibration"),
-        {"images": report.images, "split": "stratified validation split of the training images",
-         "holdout": split.holdout, "seed": calibration.SEED, **data_id,
-         "keras_accuracy": report.keras_accuracy})
+        {"images": report.images, "split": split.how, "holdout": split.holdout, "seed": calibration.SEED, **data_id,
+         "measure": measure, "keras_accuracy": report.keras_accuracy})
     if entries:
         try:
             manifest.write(out, manifest.merge(old, head, entries, out))
@@ -190,24 +207,25 @@ def runs_on_mcu(fmt: Format) -> bool:
     return micro.runs_format(fmt.suffix, fmt.precision)
 
 
-def _export_one(fmt: Format, job: ExportJob, out: Path, split, reference: np.ndarray, threshold: float,
-                options: dict[str, Any]):
-    """Write one format to a temporary name, validate it there, rename it only if it runs."""
+def _export_one(fmt: Format, job: ExportJob, out: Path, images: np.ndarray, labels: np.ndarray | None,
+                reference: np.ndarray, threshold: float, options: dict[str, Any]):
+    """Write one format to a temporary name, validate it there (against ``labels``, or by agreement with Keras
+    when there are none), rename it only if it runs."""
     final = out / fmt.filename(job.name)
     loaded = None
     try:
         with atomic_path(final) as tmp:
             fmt.write(job, tmp, **options)
-            result, loaded = validate(tmp, split.x_val, split.y_val, reference, threshold)
+            result, loaded = validate(tmp, images, labels, reference, threshold)
             if result.status == FAILED:
                 result.error = (result.error or "").replace(str(tmp), final.name)
                 raise _Rejected(result)
     except _Rejected as rejected:
         return Outcome(fmt, final, rejected.result, False), None
     except Exception as exc:  # a converter fault fails this format only
-        keras_acc = accuracy(reference, split.y_val)
-        return Outcome(fmt, final, Validation(len(split.y_val), None, keras_acc, None, None, None, FAILED,
-                                              one_line(exc)), False), None
+        keras_acc = accuracy(reference, labels) if labels is not None else None
+        return Outcome(fmt, final, failed(len(images), keras_acc, one_line(exc),
+                                          ACCURACY if labels is not None else AGREEMENT), False), None
     return Outcome(fmt, final, result, True), loaded
 
 

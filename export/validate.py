@@ -14,40 +14,53 @@ from edgecifar.errors import one_line
 from edgecifar.export.job import quiet
 
 PASSED, DROP, FAILED = "passed", "accuracy drop", "failed"
+#: What a validation measures: accuracy against the data's labels, or, when the data has none that name the
+#: model's classes, top-1 agreement with the Keras model (``drop`` is then the points of disagreement).
+ACCURACY, AGREEMENT = "accuracy", "agreement with Keras"
 
 
 @dataclass
 class Validation:
-    """How one file compares with Keras on the validation images; ``drop`` is in accuracy points."""
+    """How one file compares with Keras on the validation images; ``drop`` is in accuracy points (in points of
+    disagreement with Keras when ``measure`` is :data:`AGREEMENT`: no labels, no accuracy)."""
 
     images: int
     accuracy: float | None
-    keras_accuracy: float
+    keras_accuracy: float | None
     drop: float | None
     agreement: float | None
     max_abs_diff: float | None
     status: str
     error: str | None = None
+    measure: str = ACCURACY
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def failed(images: int, keras_accuracy: float | None, error: str, measure: str = ACCURACY) -> Validation:
+    """The validation of a file that could not be written or run."""
+    return Validation(images, None, keras_accuracy, None, None, None, FAILED, error, measure)
 
 
 def keras_scores(model, images: np.ndarray, batch: int = 500) -> np.ndarray:
     """The reference probabilities, in batches (the same call train uses for its accuracy)."""
     out = [np.asarray(model(images[i:i + batch].astype(np.float32), training=False))
            for i in range(0, len(images), batch)]
-    return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, int(model.outputs[0].shape[-1])), np.float32)
 
 
-def validate(path: Path, images: np.ndarray, labels: np.ndarray, reference: np.ndarray,
+def validate(path: Path, images: np.ndarray, labels: np.ndarray | None, reference: np.ndarray,
              threshold: float, threads: int = 1) -> tuple[Validation, object | None]:
     """Load ``path`` in its runtime, score the images, compare; return the result and the loaded model.
 
     A file that will not load or run is ``failed``; one that runs but loses more than ``threshold``
-    points is ``accuracy drop`` (a warning: the file is kept, the table says so).
+    points is ``accuracy drop`` (a warning: the file is kept, the table says so). Without ``labels`` (the data
+    does not name the model's classes) the measure is top-1 agreement with Keras, and more than ``threshold``
+    points of disagreement is the drop.
     """
-    keras_acc = metrics.accuracy(reference, labels)
+    measure = ACCURACY if labels is not None else AGREEMENT
+    keras_acc = metrics.accuracy(reference, labels) if labels is not None else None
     try:
         with quiet():  # LiteRT announces its XNNPACK delegate on stderr
             model = runtime.load(path, threads=threads)
@@ -55,12 +68,13 @@ def validate(path: Path, images: np.ndarray, labels: np.ndarray, reference: np.n
         if scores.shape != reference.shape or not np.all(np.isfinite(scores)):
             raise ValueError(f"output has shape {scores.shape} or non-finite values, expected {reference.shape}")
     except Exception as exc:  # any runtime fault becomes this file's one-line status
-        return Validation(len(labels), None, keras_acc, None, None, None, FAILED, one_line(exc)), None
-    acc = metrics.accuracy(scores, labels)
-    drop = round((keras_acc - acc) * 100, 4)
+        return failed(len(images), keras_acc, one_line(exc), measure), None
+    agreement = metrics.agreement(scores, reference)
+    acc = metrics.accuracy(scores, labels) if labels is not None else None
+    drop = round((keras_acc - acc) * 100, 4) if labels is not None else round((1.0 - agreement) * 100, 4)
     status = PASSED if drop <= threshold else DROP
-    return Validation(len(labels), acc, keras_acc, drop, metrics.agreement(scores, reference),
-                      metrics.max_abs_diff(scores, reference), status), model
+    return Validation(len(images), acc, keras_acc, drop, agreement, metrics.max_abs_diff(scores, reference),
+                      status, measure=measure), model
 
 
 def micro_check(path: Path) -> dict:
