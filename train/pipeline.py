@@ -50,6 +50,9 @@ def _view_batches(seed: int, epoch: int):
     """The tf.data map showing each batch's images as their views (with MIXUP, mixed)."""
     import tensorflow as tf
 
+    # Straight-line TensorFlow, so AutoGraph is not needed; and AutoGraph re-reads the source files of what it
+    # converts, so an edit to train/augment.py while a run trains made tf.data convert the wrong function.
+    @tf.autograph.experimental.do_not_convert
     def prepare(i, batch):
         images, targets, flips, shifts = batch
         images = show_views(tf.cast(images, tf.float32), flips, shifts)
