@@ -332,3 +332,12 @@ def test_a_folder_whose_classes_are_the_models_in_another_order_is_scored_by_nam
     assert [shuffled[i].lower() for i in matched.labels(folder.y_train)] == [NAMES[y] for y in folder.y_train]
     other = targets(("cat", "dog", "fox", "owl", "yak"), folder, "m.keras")
     assert other.to_model is None and "agreement with the Keras model" in other.note
+
+
+def test_the_default_calibration_count_shrinks_to_a_small_folder_and_says_so_while_an_asked_one_does_not():
+    from edgecifar.export import calibration
+
+    assert calibration._count(None, 20_000, "data") == (500, None)
+    n, note = calibration._count(None, 217, "photos")
+    assert n == 217 and note == "calibration: 217 images, all photos has outside validation (the default is 500)"
+    assert calibration._count(300, 217, "photos") == (300, None)   # asked for: the shortfall is an error later
