@@ -45,8 +45,9 @@ SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 #: Formats whose 32-bit integer mode "I" holds 16-bit samples: Pillow scales a PGM's maxval to 65535
 #: (and Pillow before 10 opened 16-bit greyscale PNGs as "I").
 SIXTEEN_BIT_AS_I = frozenset({"PPM", "PNG"})
-#: Formats Pillow registers but only identifies (its stub plugins, and MPEG's header): not photos.
-NOT_PHOTOS = frozenset({"BUFR", "GRIB", "HDF5", "MPEG", "WMF"})
+#: Formats Pillow registers but only identifies (its stub plugins, and MPEG's header): not photos. And EPS, which
+#: Pillow renders by running Ghostscript in a subprocess when it is installed: an input must never run a program.
+NOT_PHOTOS = frozenset({"BUFR", "GRIB", "HDF5", "MPEG", "WMF", "EPS"})
 #: What a transparent pixel is shown over.
 BACKGROUND = (255, 255, 255)
 #: The most pixels decoded from one image (after JPEG draft decoding). Turning the largest into 8-bit RGB
@@ -349,7 +350,7 @@ def _decode(fp: BinaryIO, path: Path, size: int):
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(fp) as img:
+        with Image.open(fp, formats=photo_formats()) as img:
             claimed = img.size
             img.draft(None, (size, size))   # JPEG: decode at 1/2..1/8 scale, still at least size x size
             _check_pixels(img, claimed, path)
@@ -376,6 +377,14 @@ def _check_pixels(img, claimed: tuple[int, int], path: Path) -> None:
         scaled = f" (still {w}x{h} at the smallest JPEG scale)" if (w, h) != claimed else ""
         raise ImageError(f"{path}: {claimed[0]}x{claimed[1]} pixels{scaled}, more than predict decodes "
                          f"({MAX_PIXELS / 1e6:g} megapixels); scale it down first")
+
+
+def photo_formats() -> list[str]:
+    """The Pillow formats an image may be opened as, whatever its name says: never one of NOT_PHOTOS."""
+    from PIL import Image
+
+    Image.init()
+    return [fmt for fmt in Image.OPEN if fmt not in NOT_PHOTOS]
 
 
 def photo_suffixes() -> frozenset[str]:

@@ -353,3 +353,14 @@ def test_pillows_own_warnings_become_one_warning_line_naming_the_file(tmp_path):
     assert [line for line in proc.stderr.splitlines() if str(path) in line] == [
         f"warning: {path}: Tag data larger than file. Skipping tag 270"]
     assert_own_lines_only(proc.stderr)
+
+
+def test_an_eps_file_is_never_opened_whatever_its_name_so_ghostscript_never_runs(tmp_path):
+    from edgecifar.images import ImageError, load_image, photo_formats, photo_suffixes
+
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\n0 0 moveto 32 32 lineto stroke\nshowpage\n"
+    disguised = tmp_path / "cat.png"
+    disguised.write_bytes(eps)
+    with pytest.raises(ImageError, match="no image format Pillow knows"):   # not identified, so never rendered
+        load_image(disguised)
+    assert ".eps" not in photo_suffixes() and ".ps" not in photo_suffixes() and "EPS" not in photo_formats()
