@@ -287,11 +287,12 @@ def _refresh_stale_statistics(model, recipe: Recipe, steps: int, x_tr: np.ndarra
     saved model classify every image alike while training accuracy is perfect: seen here on 543 photos, 180 steps
     at momentum 0.99 (16% of the initial values left), 20% validation accuracy. Such a run's statistics are
     re-estimated from its training images (train/finetune.reestimate_bn) and said in one line; a run of CIFAR-10's
-    size (thousands of steps) is untouched. Only recipes whose every BatchNorm layer trains (no frozen backbone)."""
+    size (thousands of steps) is untouched. Only recipes whose every BatchNorm layer trains (no frozen backbone),
+    without weight averaging (``ema``: the average, statistics included, is what such a run evaluated and ships)."""
     from edgecifar.train.finetune import batchnorm_layers, reestimate_bn, stale_share
 
     layers = batchnorm_layers(model)
-    if not layers or recipe.freeze != "none":
+    if not layers or recipe.freeze != "none" or recipe.ema:
         return None
     stale = max(stale_share(float(layer.momentum), steps) for layer in layers)
     if stale <= STALE_LIMIT:
