@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from edgecifar.export import onnx, tflite
 
-PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "int16x8", "mixed_int8")
 RUNTIMES = {".tflite": "litert", ".onnx": "onnxruntime"}  # must match edgecifar.runtime.LOADERS
 
 
@@ -77,21 +77,31 @@ FORMATS: tuple[Format, ...] = (
                            "For a net that amplifies early rounding error (mnv2_ft96: 13 = the stem up to "
                            "block_2_add; figures in research/README.md, MobileNetV2 fine-tuning). Not for TFLite Micro.",
                            min=0),)),
+    Format("int16x8", "TFLite 16x8", ".tflite", "int16x8", True, tflite.write_int16x8,
+           "TFLite with int16 activations and int8 weights (16x8): int16 input (zero point 0) and output. More "
+           "accurate than int8 where activations need the range; slower on CPUs (no XNNPACK kernels)."),
     Format("onnx", "ONNX fp32", ".onnx", "fp32", False, onnx.write_fp32, f"ONNX float32 (opset {onnx.OPSET})."),
     Format("onnx_int8", "ONNX int8", ".onnx", "int8", True, onnx.write_int8,
            "ONNX static QDQ int8, per-channel, on the calibration images."),
 )
 
+#: Written by export's quantization doctor, not by a flag: full int8 with the layers ``--max-drop`` chose kept in
+#: float32 (their output tensor and the operators that compute and read it), int8 input and output.
+MIXED = Format("mixed_int8", "TFLite mixed int8", ".tflite", "mixed_int8", True, tflite.write_mixed_int8,
+               "Full int8 but for the layers --max-drop keeps in float32 (export/doctor.py).")
+DERIVED: tuple[Format, ...] = (MIXED,)
+
 DEFAULT = "fp32"
 
 
-def check_table(formats: tuple[Format, ...] = FORMATS) -> None:
-    """The table's invariants, checked at import: unique keys and file names, known precisions and runtimes."""
-    keys = [f.key for f in formats]
-    names = [f.filename("m") for f in formats]
+def check_table(formats: tuple[Format, ...] = FORMATS, derived: tuple[Format, ...] = DERIVED) -> None:
+    """The table's invariants, checked at import: unique keys and file names (derived formats' too), known
+    precisions and runtimes."""
+    keys = [f.key for f in formats + derived]
+    names = [f.filename("m") for f in formats + derived]
     if len(set(keys)) != len(keys) or len(set(names)) != len(names):
         raise ValueError(f"export formats: duplicate key or file name in {keys}")
-    for f in formats:
+    for f in formats + derived:
         if f.precision not in PRECISIONS or f.suffix not in RUNTIMES or not callable(f.write):
             raise ValueError(f"export format {f.key}: bad precision, suffix or writer")
     flags = [f.flag for f in formats] + [f.option_flag(o) for f in formats for o in f.options]

@@ -85,36 +85,68 @@ def _working_directory(path: str):
         os.chdir(previous)
 
 
+class Reader:
+    """Images in batches, as onnxruntime's quantize_static and qdq_loss_debug read them: a CalibrationDataReader
+    (onnxruntime's base class counts any class with ``get_next`` as one) that also iterates."""
+
+    def __init__(self, images: np.ndarray):
+        self._batches = iter([images[i:i + CALIBRATION_BATCH] for i in range(0, len(images), CALIBRATION_BATCH)])
+
+    def get_next(self):
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT_NAME: batch.astype(np.float32)}
+
+    def __iter__(self):  # qdq_loss_debug.collect_activations iterates its reader
+        return iter(self.get_next, None)
+
+
+def prepare(job: ExportJob, folder: Path) -> Path:
+    """The fp32 graph after onnxruntime's quantization pre-processing (shape inference, fusions), in ``folder``:
+    what static quantization, and the doctor's float activations, start from."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    fp32, prepared = folder / "fp32.onnx", folder / "prepared.onnx"
+    onnx.save(fp32_graph(job), fp32)
+    try:
+        # onnxruntime's shape inference drops scratch files (sym_shape_infer_temp.onnx, *.data) in the
+        # working directory: give it ours, not the user's.
+        with quiet(), _working_directory(str(folder)):
+            quant_pre_process(str(fp32), str(prepared))
+    except Exception as exc:
+        raise ExportFailure(f"onnxruntime quantization failed ({one_line(exc)})") from None
+    return prepared
+
+
+def quantize(prepared: Path, dest: Path, images: np.ndarray, exclude: tuple[str, ...] = ()) -> None:
+    """Static QDQ int8 of a prepared graph on ``images``: per-channel QInt8 weights in reduce_range's 7 bits,
+    QInt8 activations; the nodes named in ``exclude`` stay float (onnxruntime's ``nodes_to_exclude``)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    try:
+        with quiet(), _working_directory(str(prepared.parent)):
+            quantize_static(str(prepared), str(dest), Reader(images), quant_format=QuantFormat.QDQ,
+                            per_channel=True, reduce_range=True, activation_type=QuantType.QInt8,
+                            weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude))
+    except Exception as exc:
+        raise ExportFailure(f"onnxruntime quantization failed ({one_line(exc)})") from None
+
+
 def write_int8(job: ExportJob, dest: Path) -> None:
     """Static QDQ int8 (per-channel QInt8 weights, QInt8 activations) on the calibration images, the weights
     in reduce_range's 7 bits so that the file answers the same with and without VNNI (module docstring)."""
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self, images: np.ndarray):
-            self._batches = iter([images[i:i + CALIBRATION_BATCH] for i in range(0, len(images), CALIBRATION_BATCH)])
-
-        def get_next(self):
-            batch = next(self._batches, None)
-            return None if batch is None else {INPUT_NAME: batch.astype(np.float32)}
-
     dest = Path(dest).resolve()
     with tempfile.TemporaryDirectory(prefix="edgecifar-onnx-") as tmp:
-        fp32, prepared = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx"
-        onnx.save(fp32_graph(job), fp32)
-        try:
-            # onnxruntime's shape inference drops scratch files (sym_shape_infer_temp.onnx, *.data) in the
-            # working directory: give it ours, not the user's.
-            with quiet(), _working_directory(tmp):
-                quant_pre_process(str(fp32), str(prepared))
-                quantize_static(str(prepared), str(dest), Reader(job.calibration), quant_format=QuantFormat.QDQ,
-                                per_channel=True, reduce_range=True, activation_type=QuantType.QInt8,
-                                weight_type=QuantType.QInt8)
-        except Exception as exc:
-            raise ExportFailure(f"onnxruntime quantization failed ({one_line(exc)})") from None
-    proto = onnx.load(dest)
+        quantize(prepare(job, Path(tmp)), dest, job.calibration)
+    save_int8(dest, dest, job)
+
+
+def save_int8(quantized: Path, dest: Path, job: ExportJob) -> None:
+    """A quantized graph as an int8 file: refused when a weight could saturate (never ship a CPU-dependent file),
+    else saved with the job's metadata."""
+    import onnx
+
+    proto = onnx.load(quantized)
     beyond = saturating_weights(proto)
     if beyond:  # reduce_range makes this impossible, unless onnxruntime changes it: never ship a CPU-dependent file
         raise ExportFailure(f"int8 weights beyond +-{SAFE_WEIGHT}: {', '.join(beyond)}")

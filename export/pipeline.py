@@ -6,6 +6,10 @@ is reported and the others still go on. Each file is written under a temporary n
 and renamed only if it loads and runs: a failed format leaves nothing behind (an older file of the same
 name stays, with its manifest entry). A killed export leaves its temporary: the next export into the folder
 deletes it (only once its writer is dead: see fileio.remove_stale_temporaries).
+
+``--explain`` and ``--max-drop`` run the quantization doctor (export/doctor.py) once the formats are written: its
+report, and the mixed int8 file it chose as one more format row (formats.MIXED), written, validated and recorded
+the same way, with its latency and the full int8 file's.
 """
 
 from __future__ import annotations
@@ -21,15 +25,16 @@ from edgecifar import data as cifar
 from edgecifar import micro
 from edgecifar.contract import Contract
 from edgecifar.errors import EdgeCifarError, one_line
-from edgecifar.export import adapt, calibration, dataset, manifest, tta
-from edgecifar.export.formats import FORMATS, Format
+from edgecifar.export import adapt, calibration, dataset, doctor, manifest, tflite, tta
+from edgecifar.export.formats import DERIVED, FORMATS, MIXED, Format
 from edgecifar.export.job import ExportJob
 from edgecifar.export.source import Source, describe, digest, load_model
-from edgecifar.export.validate import (ACCURACY, AGREEMENT, FAILED, Validation, failed, keras_scores, micro_check,
-                                       validate)
+from edgecifar.export.validate import (ACCURACY, AGREEMENT, FAILED, Validation, failed, keras_scores, latency_ms,
+                                       micro_check, validate)
 from edgecifar.fileio import atomic_path, check_writable_dir, remove_stale_temporaries
 from edgecifar.manifest import read as read_manifest
 from edgecifar.metrics import accuracy
+from edgecifar.units import plural
 
 
 @dataclass
@@ -39,14 +44,17 @@ class ExportConfig:
     out: Path | None = None
     data: str | None = None
     val_size: int = 2000
-    n_calibration: int = 500
+    n_calibration: int | None = None     # None: calibration.DEFAULT_CALIBRATION, or fewer on a small folder
     threshold: float = 1.0
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # format key -> {option name: value}
     input_range: tuple[float, float] | None = None   # --input-range: what the model expects for pixels 0 and 255
     labels: tuple[str, ...] | None = None            # --labels: the model's class names in output order
+    explain: bool = False                            # --explain: the doctor's per-layer report of the int8 formats
+    max_drop: float | None = None                    # --max-drop: the cheapest TFLite file within these points
 
     def __post_init__(self) -> None:
         check_options(self.options, self.formats)
+        check_doctor(self.explain, self.max_drop, self.formats, self.options)
 
     def options_of(self, fmt: Format) -> dict[str, Any]:
         """Every option ``fmt`` declares, with its value: given, else the table's default."""
@@ -79,6 +87,20 @@ def check_options(options: dict[str, dict[str, Any]], chosen: list[Format]) -> N
                 raise EdgeCifarError(f"{flag} {value}: expected {opt.min} or more")
 
 
+def check_doctor(explain: bool, max_drop: float | None, chosen: list[Format], options: dict[str, dict]) -> None:
+    """The doctor's flags need a format it explains: --explain an int8 format (--int8, --onnx-int8), --max-drop
+    --int8 (it writes a TFLite file) without --int8-float-ops (which keeps layers in float by another rule). One
+    EdgeCifarError line before anything is read."""
+    keys = {f.key for f in chosen}
+    if explain and not keys & set(doctor.DOCTORS):
+        raise EdgeCifarError("--explain reports on an int8 format: add --int8 (or --onnx-int8)")
+    if max_drop is not None and "int8" not in keys:
+        raise EdgeCifarError(f"--max-drop {max_drop:g} searches from the full int8 TFLite file: add --int8")
+    if (explain or max_drop is not None) and options.get("int8", {}).get("float_ops"):
+        flag = "--max-drop" if max_drop is not None else "--explain"
+        raise EdgeCifarError(f"{flag} starts from the full int8 file, which --int8-float-ops changes: give one of them")
+
+
 @dataclass
 class Outcome:
     """One format's result: the file (None when it failed) and its validation."""
@@ -88,6 +110,9 @@ class Outcome:
     validation: Validation
     written: bool
     micro: dict | None = None   # TensorFlow Lite Micro's verdict, for the files a microcontroller runs
+    loaded: object | None = None      # the file as its runtime loaded it (the manifest reads its quantization)
+    latency_ms: float | None = None   # measured for the doctor's comparison (validate.latency_ms)
+    note: str | None = None           # what the table says after its status (the layers a mixed file keeps)
 
 
 @dataclass
@@ -100,6 +125,7 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     measure: str = ACCURACY           # validate.ACCURACY, or validate.AGREEMENT
     reference: str = "model.keras"    # the Keras model's row in the table
+    diagnosis: doctor.Diagnosis | None = None   # --explain / --max-drop
 
     @property
     def failed(self) -> list[Outcome]:
@@ -133,7 +159,7 @@ def run(cfg: ExportConfig, say: Callable[[str], None] = lambda _: None) -> Repor
 def is_export_output(name: str) -> bool:
     """Whether an export may write a file called ``name``: a format's ``{model}_{precision}{suffix}`` or the
     manifest. Only these files' temporaries are an export's to clean up in a folder it shares with others."""
-    return name == manifest.MANIFEST or any(name.endswith(f"_{f.precision}{f.suffix}") for f in FORMATS)
+    return name == manifest.MANIFEST or any(name.endswith(f"_{f.precision}{f.suffix}") for f in FORMATS + DERIVED)
 
 
 def _run(cfg: ExportConfig, out: Path, say: Callable[[str], None]) -> Report:
@@ -153,6 +179,8 @@ def _run(cfg: ExportConfig, out: Path, say: Callable[[str], None]) -> Report:
     split = calibration.split(ds, cfg.val_size, cfg.n_calibration if calibrated else calibration.MIN_CALIBRATION,
                               cfg.source.holdout, fit=fit)
     y_val = targets.labels(split.y_val)
+    if split.note and calibrated:
+        say(split.note)
     warnings = []
     if cfg.source.data_fingerprint and cfg.source.data_fingerprint != ds.fingerprint:
         warnings.append(f"data {ds.source} (fingerprint {ds.fingerprint}) is not the data the model trained on "
@@ -184,15 +212,22 @@ def _run(cfg: ExportConfig, out: Path, say: Callable[[str], None]) -> Report:
             entry = manifest.file_entry(fmt, outcome.path, job, source, outcome.validation, loaded, options)
             entries.append({**entry, "micro": outcome.micro} if outcome.micro else entry)
 
+    doctor_summary = None
+    if cfg.explain or cfg.max_drop is not None:
+        report.diagnosis = _diagnose(cfg, job, out, split.x_val, y_val, reference, report, say)
+        doctor_summary = _record_doctor(report, job, source, entries)
+
     old = read_manifest(out)
     # The data by name and fingerprint, not by path: manifests ship to other machines.
     data_id = {"data": Path(ds.source).name, "data_fingerprint": ds.fingerprint}
     head = manifest.header(
         source,
-        {"images": cfg.n_calibration, "seed": calibration.SEED, **data_id} if calibrated
+        {"images": len(split.calibration), "seed": calibration.SEED, **data_id} if calibrated
         else (old or {}).get("calibration"),
         {"images": report.images, "split": split.how, "holdout": split.holdout, "seed": calibration.SEED, **data_id,
          "measure": measure, "keras_accuracy": report.keras_accuracy})
+    if doctor_summary:
+        head["max_drop"] = doctor_summary
     if entries:
         try:
             manifest.write(out, manifest.merge(old, head, entries, out))
@@ -200,6 +235,60 @@ def _run(cfg: ExportConfig, out: Path, say: Callable[[str], None]) -> Report:
             raise EdgeCifarError(f"{out / manifest.MANIFEST}: cannot write the manifest "
                                  f"({exc.strerror or exc}); the model files were written") from None
     return report
+
+
+def _diagnose(cfg: ExportConfig, job: ExportJob, out: Path, images: np.ndarray, labels: np.ndarray | None,
+              reference: np.ndarray, report: Report, say: Callable[[str], None]) -> doctor.Diagnosis:
+    """The doctor on the int8 formats written (--max-drop: TFLite's only, unless --explain), then the file it
+    chose written as the mixed int8 row, with its latency and the full int8 file's."""
+    written = {o.fmt.key: o for o in report.outcomes if o.written}
+    keys = [key for key in doctor.DOCTORS if key in written and (cfg.explain or key == "int8")]
+    diagnosis = doctor.diagnose(job, keys, {key: written[key].path.name for key in keys}, images, labels, reference,
+                                cfg.threshold, cfg.max_drop if "int8" in written else None, say)
+    if cfg.max_drop is not None and "int8" not in written:
+        diagnosis.failures.append(f"--max-drop {cfg.max_drop:g}: the int8 file failed, so there is nothing to "
+                                  "search from")
+    if diagnosis.mixed is None:
+        return diagnosis
+    job.cache[tflite.MIXED_CACHE] = diagnosis.mixed
+    say(f"{MIXED.title}: writing {out / MIXED.filename(job.name)}")
+    outcome, loaded = _export_one(MIXED, job, out, images, labels, reference, cfg.threshold, {})
+    outcome.loaded = loaded
+    report.outcomes.append(outcome)
+    if outcome.written:
+        say(f"{MIXED.title}: timing it and {written['int8'].path.name} (1 thread, batch 1)")
+        for o in (written["int8"], outcome):
+            o.latency_ms = latency_ms(o.path, images[0])
+        names = [layer.name for layer in diagnosis.kept_layers]
+        outcome.note = f"keeps {plural(len(names), 'layer')} in float: {', '.join(names)}"
+    return diagnosis
+
+
+def _record_doctor(report: Report, job: ExportJob, source: dict, entries: list[dict]) -> dict | None:
+    """The manifest's part of the doctor's work: the mixed file's entry (its layers kept in float, and its accuracy,
+    size and latency against full int8), the int8 entry's latency, and the search's summary for the header."""
+    diagnosis = report.diagnosis
+    if diagnosis is None or diagnosis.search is None:
+        return None
+    by_file = {e["file"]: e for e in entries}
+    int8 = next(o for o in report.outcomes if o.fmt.key == "int8")
+    mixed = next((o for o in report.outcomes if o.fmt is MIXED and o.written), None)
+    if int8.latency_ms is not None and int8.path.name in by_file:
+        by_file[int8.path.name]["latency_ms"] = int8.latency_ms
+    if mixed is not None:
+        entry = manifest.file_entry(MIXED, mixed.path, job, source, mixed.validation, mixed.loaded)
+        entries.append({**entry, "latency_ms": mixed.latency_ms,
+                        "kept_in_float": [layer.name for layer in diagnosis.kept_layers],
+                        "kept_tensors": [layer.tensor for layer in diagnosis.kept_layers],
+                        "max_drop": diagnosis.search.budget,
+                        "against_int8": {"file": int8.path.name, "bytes": int8.path.stat().st_size,
+                                         "accuracy": int8.validation.accuracy, "drop": int8.validation.drop,
+                                         "latency_ms": int8.latency_ms}})
+    search = diagnosis.search
+    return {"budget": search.budget, "met": search.met,
+            "chosen": mixed.path.name if mixed is not None else int8.path.name,
+            "kept_in_float": [layer.name for layer in diagnosis.kept_layers],
+            "full_int8_drop": search.full.drop, "files_tried": len(search.trials)}
 
 
 def runs_on_mcu(fmt: Format) -> bool:

@@ -1,4 +1,5 @@
-"""TFLite files from a Keras model: fp32, fp16 weights, dynamic-range weights, full integer int8.
+"""TFLite files from a Keras model: fp32, fp16 weights, dynamic-range weights, full integer int8, 16x8 (int16
+activations, int8 weights), and the mixed int8 file export's quantization doctor chooses (export/doctor.py).
 
 TensorFlow is imported inside the functions: importing the format table must stay cheap.
 """
@@ -14,6 +15,8 @@ from edgecifar.export.job import ExportFailure, ExportJob, quiet
 
 #: The int8 input must represent every pixel 0..255 exactly: real = 1.0 * (q - (-128)).
 INT8_INPUT_QUANT = (1.0, -128)
+#: Where the doctor leaves the chosen mixed file's bytes for :func:`write_mixed_int8` (ExportJob.cache).
+MIXED_CACHE = "tflite_mixed_int8"
 
 
 def _converter(job: ExportJob):
@@ -31,7 +34,7 @@ def _convert(converter) -> bytes:
         raise ExportFailure(f"TFLite conversion failed ({one_line(exc)})") from None
 
 
-def _write(job: ExportJob, dest: Path, content: bytes) -> None:
+def write_with_contract(job: ExportJob, dest: Path, content: bytes) -> None:
     """The converted file with the job's contract in its metadata (edgecifar.contract), so that the file alone
     says its input, range and classes wherever it is copied."""
     from edgecifar import contract, tflite_graph
@@ -41,7 +44,7 @@ def _write(job: ExportJob, dest: Path, content: bytes) -> None:
 
 def write_fp32(job: ExportJob, dest: Path) -> None:
     """Float32 as trained: the reference every other file is compared with."""
-    _write(job, dest, _convert(_converter(job)))
+    write_with_contract(job, dest, _convert(_converter(job)))
 
 
 def write_fp16(job: ExportJob, dest: Path) -> None:
@@ -51,7 +54,7 @@ def write_fp16(job: ExportJob, dest: Path) -> None:
     conv = _converter(job)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.target_spec.supported_types = [tf.float16]
-    _write(job, dest, _convert(conv))
+    write_with_contract(job, dest, _convert(conv))
 
 
 def write_dynamic(job: ExportJob, dest: Path) -> None:
@@ -60,7 +63,26 @@ def write_dynamic(job: ExportJob, dest: Path) -> None:
 
     conv = _converter(job)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    _write(job, dest, _convert(conv))
+    write_with_contract(job, dest, _convert(conv))
+
+
+def integer_converter(job: ExportJob, activations: str = "int8"):
+    """The converter of a full-integer file, calibrated on the job's images: int8 builtin ops with int8 input and
+    output, or (``activations="int16"``) TFLite's 16x8 ops set, int16 activations with int8 weights, int16 input
+    and output. The one recipe that write_int8, write_int16x8 and the doctor's QuantizationDebugger share, so the
+    file the doctor explains is the file --int8 writes."""
+    import tensorflow as tf
+
+    ops, dtype = {"int8": (tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.int8),
+                  "int16": (tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8, tf.int16),
+                  }[activations]
+    conv = _converter(job)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([image[None]] for image in job.calibration)
+    conv.target_spec.supported_ops = [ops]
+    conv.inference_input_type = dtype
+    conv.inference_output_type = dtype
+    return conv
 
 
 def write_int8(job: ExportJob, dest: Path, float_ops: int = 0) -> None:
@@ -73,17 +95,35 @@ def write_int8(job: ExportJob, dest: Path, float_ops: int = 0) -> None:
     converter's own full-integer file. Its range is declared in the format table and checked once, when the
     options become an ExportConfig (export/pipeline.py ``check_options``).
     """
-    import tensorflow as tf
-
-    conv = _converter(job)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([image[None]] for image in job.calibration)
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
+    conv = integer_converter(job)
     content = quantize_after(conv, float_ops) if float_ops else _convert(conv)
     check_int8_input(content)
-    _write(job, dest, content)
+    write_with_contract(job, dest, content)
+
+
+def write_int16x8(job: ExportJob, dest: Path) -> None:
+    """16x8: int16 activations, int8 weights (TFLite's ``EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8``),
+    int16 input and output, calibrated on the int8 format's images.
+
+    Why int16 and not float at the edges: like the int8 file it is integer end to end, so TFLite Micro runs it
+    as it is (no QUANTIZE of a float input on the chip). int16 activations are symmetric: the input's zero point
+    is 0 and its scale 255/32767 (0..255 over 0..32767), checked here. Pixels 0..255 reach the file through the
+    contract embedded in it (range 0..255); the quantization alone would say -255..255, which no pixel uses.
+    """
+    content = _convert(integer_converter(job, "int16"))
+    check_int16_input(content)
+    write_with_contract(job, dest, content)
+
+
+def write_mixed_int8(job: ExportJob, dest: Path) -> None:
+    """The file ``--max-drop`` chose (export/doctor.py): full int8 with some layers kept in float32, int8 input
+    (scale 1, zero point -128, checked) and output. The doctor leaves its bytes in the job's cache; the format
+    writes them with the contract, so they are validated and recorded as every other format's are."""
+    content = job.cache.get(MIXED_CACHE)
+    if content is None:
+        raise ExportFailure("no mixed int8 file was chosen (export --max-drop chooses it)")
+    check_int8_input(content)
+    write_with_contract(job, dest, content)
 
 
 def quantize_after(conv, float_ops: int) -> bytes:
@@ -125,6 +165,17 @@ def first_op_outputs(content: bytes, n: int) -> list[str]:
     if n > len(graph.operators):
         raise ExportFailure(f"--int8-float-ops {n}: the model has only {len(graph.operators)} operators")
     return [graph.tensors[i].name.decode() for op in graph.operators[:n] for i in op.outputs]
+
+
+def check_int16_input(content: bytes) -> None:
+    """Fail unless the file's input is int16 with zero point 0 and a scale that keeps pixel 255 in range."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    detail = Interpreter(model_content=content).get_input_details()[0]
+    scale, zero_point = detail["quantization"]
+    if np.dtype(detail["dtype"]) != np.int16 or int(zero_point) != 0 or not 0 < 255 / scale <= 32767.5:
+        raise ExportFailure(f"16x8 input quantization is {np.dtype(detail['dtype'])} scale {scale!r} zero point "
+                            f"{zero_point}, expected int16, zero point 0 and pixels 0-255 in range")
 
 
 def check_int8_input(content: bytes) -> None:

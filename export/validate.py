@@ -4,6 +4,7 @@ onnxruntime, never TensorFlow's interpreter), against the Keras model on the val
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -102,3 +103,28 @@ def micro_check(path: Path) -> dict:
             "arena_recorded_bytes": figures.get("arena_recorded_bytes"),
             "unsupported_ops": figures.get("unsupported_ops") or [], "fits": figures.get("fits") or [],
             "summary": figures.get("micro") or result.get("error")}
+
+
+#: Export's latency figure (the doctor's files against full int8): one thread, batch 1, the median of this many
+#: calls after a warm-up, in this process. A comparison made on the spot; ``edgecifar bench`` measures properly.
+LATENCY_RUNS, LATENCY_WARMUP = 100, 10
+
+
+def latency_ms(path: Path, image: np.ndarray, runs: int = LATENCY_RUNS, warmup: int = LATENCY_WARMUP) -> float | None:
+    """The median time (ms) of one ``predict`` of ``image`` in ``path``'s runtime (pixels in, probabilities out:
+    the runtime's call and the file's own quantization of its input and output); None when the file does not run.
+    Export never imports the bench (tests/test_imports.py), whose worker times the runtime's call alone."""
+    try:
+        with quiet():
+            model = runtime.load(path, threads=1)
+            batch = np.asarray(image)[None]
+            for _ in range(warmup):
+                model.predict(batch)
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                model.predict(batch)
+                times.append(time.perf_counter() - start)
+        return float(np.median(times) * 1e3)
+    except Exception:  # the file validated; a timing that fails is a missing figure, not a failed format
+        return None

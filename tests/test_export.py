@@ -19,7 +19,7 @@ from edgecifar.cli import main
 pytestmark = pytest.mark.slow
 
 EXPECTED_FILES = ["baseline_fp32.tflite", "baseline_fp16.tflite", "baseline_dynamic.tflite",
-                  "baseline_int8.tflite", "baseline_fp32.onnx", "baseline_int8.onnx"]
+                  "baseline_int8.tflite", "baseline_int16x8.tflite", "baseline_fp32.onnx", "baseline_int8.onnx"]
 
 
 def export_cli(*args: str):
@@ -122,7 +122,8 @@ def test_manifest_has_the_shape_the_bench_reads(exported, trained_run):
         assert v["error"] is None and v["images"] == 50
     assert {(f["format"], f["precision"], f["runtime"]) for f in m["files"]} == {
         ("tflite", "fp32", "litert"), ("tflite", "fp16", "litert"), ("tflite", "dynamic", "litert"),
-        ("tflite", "int8", "litert"), ("onnx", "fp32", "onnxruntime"), ("onnx", "int8", "onnxruntime")}
+        ("tflite", "int8", "litert"), ("tflite", "int16x8", "litert"), ("onnx", "fp32", "onnxruntime"),
+        ("onnx", "int8", "onnxruntime")}
     int8 = by_file["baseline_int8.tflite"]
     assert (int8["input"]["dtype"], int8["input"]["scale"], int8["input"]["zero_point"]) == ("int8", 1.0, -128)
     assert int8["output"]["dtype"] == "int8"
@@ -352,7 +353,8 @@ def test_int8_export_says_the_file_runs_in_tflite_micro_and_in_what_arena(export
     checked = entries["baseline_int8.tflite"]["micro"]
     assert checked["runs"] is True and checked["unsupported_ops"] == []
     assert checked["arena_bytes"] == micro.check(out / "baseline_int8.tflite").arena
-    assert [name for name, e in entries.items() if "micro" in e] == ["baseline_int8.tflite"]
+    assert [name for name, e in entries.items() if "micro" in e] == ["baseline_int8.tflite",
+                                                                     "baseline_int16x8.tflite"]
     assert "TFLite Micro" in result.output and f"arena {checked['arena_bytes']:,} B" in result.output
 
 

@@ -109,7 +109,7 @@ def test_every_device_is_registered_by_scheme_with_what_it_runs_and_its_own_flag
     assert set(DEVICES) == {"cpu", "ssh://", "android", "mcu"}
     flags = [o.flag for d in DEVICES.values() for o in d.options]
     assert len(flags) == len(set(flags))
-    assert MCUDevice.suffixes == (".tflite",) and MCUDevice.precisions == ("int8",) and not MCUDevice.threaded
+    assert MCUDevice.suffixes == (".tflite",) and MCUDevice.precisions == ("int8", "int16x8") and not MCUDevice.threaded
     assert [o.flag for o in DEVICES["ssh://"].options] == ["--ssh-key", "--ssh-known-hosts", "--remote-python"]
     assert [o.flag for o in DEVICES["android"].options] == ["--benchmark-binary"]
 
@@ -123,7 +123,7 @@ def test_the_mcu_device_and_export_read_one_definition_of_what_a_microcontroller
     from edgecifar.export.pipeline import runs_on_mcu
 
     assert MCUDevice.suffixes is micro.SUFFIXES and MCUDevice.precisions is micro.PRECISIONS
-    assert [f.key for f in FORMATS if runs_on_mcu(f)] == ["int8"]
+    assert [f.key for f in FORMATS if runs_on_mcu(f)] == ["int8", "int16x8"]
 
 
 def test_mcu_rows_are_shown_as_mcu_rows_and_every_other_devices_as_bench_rows():
