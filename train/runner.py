@@ -133,6 +133,7 @@ def _train(cfg: RunConfig, console, dist, precision: Precision, built: Recipe) -
     best_weights = run_dir / CHECKPOINT / "best.weights.h5"
     ema = _weight_average(model, recipe, run_dir, state, dist)
     soft, teacher = _distillation_targets(recipe, run_dir, x_tr, y_tr, ds.fingerprint, cfg.seed, console)
+    refreshed = None   # what the BatchNorm re-estimation did, when a short run needs it (_refresh_stale_statistics)
 
     with (make_progress(console) if cfg.progress else _NullProgress(console)) as progress:
         run_task = progress.add_task("run", total=steps * recipe.epochs, completed=steps * state.epochs_done,
@@ -149,6 +150,8 @@ def _train(cfg: RunConfig, console, dist, precision: Precision, built: Recipe) -
                 val_loss, val_acc = dist.evaluate(model, x_val, y_val)
             else:
                 hist = model.fit(train_ds, epochs=1, verbose=0, shuffle=False, callbacks=[cb, *([ema] if ema else [])])
+                refreshed = _refresh_stale_statistics(model, recipe, steps * (epoch + 1), x_tr,
+                                                      progress.console if refreshed is None else None) or refreshed
                 val_loss, val_acc = _evaluate(model, x_val, y_val)
             row = {"epoch": epoch + 1, "loss": hist.history["loss"][-1], "accuracy": hist.history["accuracy"][-1],
                    "val_loss": float(val_loss), "val_accuracy": float(val_acc),
@@ -179,7 +182,6 @@ def _train(cfg: RunConfig, console, dist, precision: Precision, built: Recipe) -
         model.load_weights(best_weights)
     if ema is not None:
         ema.copy_to_model()
-    refreshed = _refresh_stale_statistics(model, recipe, steps * state.epochs_done, x_tr, console)
     final = float32_copy(model, built, cfg.weights, cfg.user_model)
     val_scores, test_scores = predict(final, x_val), predict(final, x_test)
     per_epoch_ips = [r["images_per_s"] for r in state.history[1:]] or [r["images_per_s"] for r in state.history]
@@ -282,11 +284,13 @@ def _distillation_targets(recipe: Recipe, run_dir: Path, x: np.ndarray, y: np.nd
 STALE_LIMIT = 0.01
 
 
-def _refresh_stale_statistics(model, recipe: Recipe, steps: int, x_tr: np.ndarray, console) -> dict | None:
+def _refresh_stale_statistics(model, recipe: Recipe, steps: int, x_tr: np.ndarray, console=None) -> dict | None:
     """BatchNorm moving statistics that a short run left near their initial values (mean 0, variance 1) make the
     saved model classify every image alike while training accuracy is perfect: seen here on 543 photos, 180 steps
     at momentum 0.99 (16% of the initial values left), 20% validation accuracy. Such a run's statistics are
-    re-estimated from its training images (train/finetune.reestimate_bn) and said in one line; a run of CIFAR-10's
+    re-estimated from its training images (train/finetune.reestimate_bn) after every epoch, before validation, so
+    that what each epoch's validation measures (and ``select`` keeps) is what is shipped; said once (``console``
+    given: the first time). A run of CIFAR-10's
     size (thousands of steps) is untouched. Only recipes whose every BatchNorm layer trains (no frozen backbone),
     without weight averaging (``ema``: the average, statistics included, is what such a run evaluated and ships)."""
     from edgecifar.train.finetune import batchnorm_layers, reestimate_bn, stale_share
@@ -299,8 +303,9 @@ def _refresh_stale_statistics(model, recipe: Recipe, steps: int, x_tr: np.ndarra
         return None
     images = x_tr[:5000].astype(np.float32)
     batches = reestimate_bn(model, images)
-    console.print(f"BatchNorm statistics re-estimated on {len(images):,} training images: after {steps:,} steps "
-                  f"{stale:.1%} of their initial values remained")
+    if console is not None:
+        console.print(f"BatchNorm statistics re-estimated on {len(images):,} training images after each epoch: after "
+                      f"{steps:,} steps {stale:.1%} of their initial values remained")
     return {"steps": int(steps), "stale_share": round(float(stale), 4), "images": int(len(images)),
             "batches": int(batches)}
 
