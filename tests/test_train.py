@@ -275,8 +275,8 @@ def _copy(run_dir: Path, tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_a_checkpoint_records_the_recipe_settings_the_run_started_with(stopped_run):
     settings = json.loads((stopped_run / "checkpoint" / "state.json").read_text())["settings"]
-    assert settings == {k: v for k, v in dataclasses.asdict(recipes.get("baseline").with_overrides(
-        epochs=2, batch_size=32)).items() if k not in ("name", "description")}
+    assert settings == {**{k: v for k, v in dataclasses.asdict(recipes.get("baseline").with_overrides(
+        epochs=2, batch_size=32)).items() if k not in ("name", "description")}, "image_size": 32}
 
 
 @pytest.mark.parametrize("flag, value, started, asked", [

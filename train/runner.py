@@ -302,7 +302,12 @@ def _refresh_stale_statistics(model, recipe: Recipe, steps: int, x_tr: np.ndarra
     if stale <= STALE_LIMIT:
         return None
     images = x_tr[:5000].astype(np.float32)
-    batches = reestimate_bn(model, images)
+    try:
+        batches = reestimate_bn(model, images)
+    except RuntimeError as exc:   # Ctrl-C inside TensorFlow's C++ arrives wrapped: give the CLI its KeyboardInterrupt
+        if "KeyboardInterrupt" in str(exc):
+            raise KeyboardInterrupt from None
+        raise
     if console is not None:
         console.print(f"BatchNorm statistics re-estimated on {len(images):,} training images after each epoch: after "
                       f"{steps:,} steps {stale:.1%} of their initial values remained")
