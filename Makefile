@@ -2,16 +2,9 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-SHARED ?= ../shared
 
 # Point the project at the shared data and weights when they sit beside the checkout.
-ifneq ($(wildcard $(SHARED)/data/cifar-10-python.tar.gz),)
-export EDGECIFAR_DATA ?= $(abspath $(SHARED)/data/cifar-10-python.tar.gz)
-endif
-ifneq ($(wildcard $(SHARED)/weights/*.h5),)
-export EDGECIFAR_WEIGHTS ?= $(abspath $(SHARED)/weights)
-endif
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+include env.mk
 
 .PHONY: demo test install clean
 

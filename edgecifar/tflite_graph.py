@@ -140,10 +140,9 @@ def _type_names() -> dict[int, str]:
     return {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
 
 
-def read(source: str | Path | bytes) -> Graph:
-    """Parse a ``.tflite`` file (a path or its bytes); a ModelError line when it is not one."""
-    from ai_edge_litert import schema_py_generated as schema
-
+def _flatbuffer(source: str | Path | bytes) -> tuple[str, bytes]:
+    """(its name for messages, its bytes) of a TFLite file given by path or bytes; one ModelError line when it
+    cannot be read or is not a TFLite flatbuffer."""
     name = "model" if isinstance(source, (bytes, bytearray)) else str(source)
     try:
         data = bytes(source) if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
@@ -151,6 +150,14 @@ def read(source: str | Path | bytes) -> Graph:
         raise ModelError(f"{name}: cannot read ({exc.strerror or exc})") from None
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise ModelError(f"{name}: not a TFLite flatbuffer (no TFL3 identifier)")
+    return name, data
+
+
+def read(source: str | Path | bytes) -> Graph:
+    """Parse a ``.tflite`` file (a path or its bytes); a ModelError line when it is not one."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    name, data = _flatbuffer(source)
     try:
         return _parse(schema.Model.GetRootAs(data, 0))
     except Exception as exc:  # a truncated or corrupt flatbuffer raises struct/index errors
@@ -238,13 +245,7 @@ def metadata(source: str | Path | bytes, name: str) -> bytes | None:
     Reads the flatbuffer only; a corrupt file is one ModelError line, as in :func:`read`."""
     from ai_edge_litert import schema_py_generated as schema
 
-    where = "model" if isinstance(source, (bytes, bytearray)) else str(source)
-    try:
-        data = bytes(source) if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
-    except OSError as exc:
-        raise ModelError(f"{where}: cannot read ({exc.strerror or exc})") from None
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ModelError(f"{where}: not a TFLite flatbuffer (no TFL3 identifier)")
+    where, data = _flatbuffer(source)
     try:
         model = schema.Model.GetRootAs(data, 0)
         for i in range(model.MetadataLength()):
