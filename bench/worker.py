@@ -136,26 +136,35 @@ def peak_rss_mb() -> float:
     return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
 
 
+# File-name endings export writes (export/formats.py) and common spellings elsewhere, compound ones first:
+# ``x_mixed_int8`` is mixed before it is int8.
+PRECISION_NAMES = (("mixed_int8", "mixed_int8"), ("int16x8", "int16x8"), ("16x8", "int16x8"), ("int8", "int8"),
+                   ("uint8", "int8"), ("fp16", "fp16"), ("float16", "fp16"), ("dynamic", "dynamic"),
+                   ("drq", "dynamic"), ("fp32", "fp32"), ("float32", "fp32"))
+
+
 def precision_from_name(path: Path) -> str | None:
-    """fp32 / fp16 / dynamic / int8 when the file name says it (``x_int8.tflite``), else None. A board gets
-    a copy under a name edgecifar makes (``devices.remote_name``), so the bench asks this of the user's name."""
-    name = Path(path).stem.lower()
-    for token, precision in (("int8", "int8"), ("uint8", "int8"), ("fp16", "fp16"), ("float16", "fp16"),
-                             ("dynamic", "dynamic"), ("drq", "dynamic"), ("fp32", "fp32"), ("float32", "fp32")):
-        if token in name.replace("-", "_").split("_") or name.endswith(token):
+    """The precision a file's name says (``x_int8.tflite``, ``x_int16x8.tflite``, ``x_mixed_int8.tflite``),
+    else None. A board gets a copy under a name edgecifar makes (``devices.remote_name``), so the bench asks
+    this of the user's name."""
+    name = Path(path).stem.lower().replace("-", "_")
+    parts = name.split("_")
+    for token, precision in PRECISION_NAMES:
+        if name.endswith(token) or token in parts:
             return precision
     return None
 
 
 def guess_precision(model, path: Path) -> str:
-    """fp32 / fp16 / dynamic / int8 from the file name, else from the file's tensor types."""
+    """fp32 / fp16 / dynamic / int8 / int16x8 / mixed_int8 from the file name, else from the file's tensor
+    types."""
     named = precision_from_name(path)
     if named:
         return named
     interpreter = getattr(model, "interpreter", None)
     if interpreter is not None:
         if np.dtype(model.input_dtype).kind in "iu":
-            return "int8"
+            return "int16x8" if np.dtype(model.input_dtype).itemsize == 2 else "int8"
         kinds = {np.dtype(t["dtype"]) for t in interpreter.get_tensor_details()}
         if np.dtype(np.float16) in kinds:
             return "fp16"

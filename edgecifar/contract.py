@@ -153,9 +153,11 @@ def from_json(text: str | bytes, where: str) -> Contract:
 def quantized_range(scale: float, zero_point: int, dtype: np.dtype) -> tuple[float, float] | None:
     """The values an integer input can hold, ``scale * (q - zero_point)`` over the dtype, snapped to a common
     pixel range within :data:`SNAP_STEPS` steps (int8, scale 1, zero point -128: 0..255, ours; scale 1/255: 0..1,
-    the converter recipe's). None for a float input, whose range the file does not say."""
+    the converter recipe's). None for a float input, whose range the file does not say, and for a wider integer
+    (TFLite 16x8's int16): quantized symmetrically about zero, it says only the largest magnitude, so 0..1 and
+    -1..1 look alike."""
     dtype = np.dtype(dtype)
-    if not scale or dtype.kind not in "iu":
+    if not scale or dtype.kind not in "iu" or dtype.itemsize > 1:
         return None
     info = np.iinfo(dtype)
     low, high = scale * (info.min - zero_point), scale * (info.max - zero_point)

@@ -242,6 +242,11 @@ def _diagnose(cfg: ExportConfig, job: ExportJob, out: Path, images: np.ndarray, 
     """The doctor on the int8 formats written (--max-drop: TFLite's only, unless --explain), then the file it
     chose written as the mixed int8 row, with its latency and the full int8 file's."""
     written = {o.fmt.key: o for o in report.outcomes if o.written}
+    full = written["int8"].validation if "int8" in written else None
+    if not cfg.explain and cfg.max_drop is not None and full is not None and full.drop is not None \
+            and full.drop <= cfg.max_drop:   # the answer is the file written: no statistics needed
+        say(f"--max-drop {cfg.max_drop:g}: full int8 drops {full.drop:.2f} points, within it")
+        return doctor.Diagnosis(search=doctor.Search(cfg.max_drop, full))
     keys = [key for key in doctor.DOCTORS if key in written and (cfg.explain or key == "int8")]
     diagnosis = doctor.diagnose(job, keys, {key: written[key].path.name for key in keys}, images, labels, reference,
                                 cfg.threshold, cfg.max_drop if "int8" in written else None, say)

@@ -70,4 +70,11 @@ register(
         distill_views=4),
     _kd("edge_fast_kd160_e60", "edge_fast_kd160_e60_v8", "with the teacher labelling 8 augmented views",
         distill_views=8),
+    # Issue 28, best at the seed model's cost: mnv2_ft160 without test-time augmentation (one view, about 1x the
+    # seed model) distilled from its own six-view file, so that one view carries what six carry.
+    # Issue 28, tiny: a 32-wide full-resolution stem (research/results/probe-nano.md: 0.107x the seed model
+    # against edge_nano's 0.088x, 86,520 B int8).
+    _kd("edge_nano_kd160", "edge_nano_kd160_stem32", "with a 32-wide stem", model_kwargs={"stem": (32,)}),
+    _kd("mnv2_ft160", "mnv2_ft160_kd", "distilled from its six-view TTA int8 file (weight 0.8)",
+        distill="mnv2_ft160_tta6_int8.tflite", distill_alpha=0.8),
 )

@@ -58,6 +58,10 @@ RUNS: tuple[Run, ...] = (
     Run("ablations", "edge_fast_kd160_e60", "zoo/edge_fast_kd160_e60-seed1", 1),
     Run("ablations", "edge_nano_kd160_res", "zoo/edge_nano_kd160_res-seed1", 1),
     *(Run("ablations", "edge_nano_kd160_cutout", f"zoo/edge_nano_kd160_cutout-seed{s}", s) for s in (1, 2)),
+    # Issue 28: consistent teaching (8 teacher-labelled views) on the tiny model; the best model at the seed's cost.
+    *(Run("ablations", "edge_nano_kd160_v8", f"kd28/edge_nano_kd160_v8-seed{s}", s) for s in (0, 1)),
+    *(Run("ablations", "edge_nano_kd160_stem32", f"kd28/edge_nano_kd160_stem32-seed{s}", s) for s in (0, 1)),
+    Run("finetune", "mnv2_ft160_kd", "mnv2/mnv2_ft160_kd-seed0"),
     # Airbench's pieces on edge_fast at a 10-epoch schedule.
     *(Run("ablations", r, f"ablations/{r}-e10-seed{s}", s, epochs=10)
       for s in (0, 1) for r in ("edge_fast", "edge_fast_wema", "edge_fast_air")),

@@ -155,6 +155,16 @@ def test_the_legacy_tflite_runtime_is_selectable_and_reported_when_missing(bench
                             "litert is installed: use --runtime litert (or auto)")
 
 
+@pytest.mark.parametrize("name, precision", [
+    ("net_int8.tflite", "int8"), ("net_mixed_int8.tflite", "mixed_int8"), ("net_int16x8.tflite", "int16x8"),
+    ("net-fp16.tflite", "fp16"), ("net_fp32_old.tflite", "fp32"), ("netint8.onnx", "int8"), ("network.tflite", None),
+])
+def test_a_file_name_says_its_precision_compound_names_before_their_parts(name, precision):
+    from edgecifar.bench.worker import precision_from_name
+
+    assert precision_from_name(Path(name)) == precision
+
+
 @pytest.mark.slow
 def test_without_a_manifest_format_and_precision_come_from_the_file(bench_models, synthetic_archive, tmp_path):
     bare = tmp_path / "bare"

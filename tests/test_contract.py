@@ -30,6 +30,8 @@ SHIPPED = ZOO_DIR / "edge_nano_kd160_int8.tflite"
     (1 / 255, 0, np.uint8, (0.0, 1.0)),
     (2 / 255, 0, np.int8, (-1.0, 1.0)),            # inputs -1..1, calibrated a step short at the top
     (0.0, 0, np.float32, None),                    # a float input says nothing of its range
+    (255 / 32767, 0, np.int16, None),              # 16x8: symmetric, so 0..255 looks like -255..255
+    (1 / 32767, 0, np.int16, None),                # and 0..1 like -1..1: unknown, not snapped
 ])
 def test_an_integer_inputs_quantization_says_the_range_the_graph_expects(scale, zero_point, dtype, expected):
     assert contract.quantized_range(scale, zero_point, np.dtype(dtype)) == expected

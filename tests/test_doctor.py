@@ -131,6 +131,23 @@ def test_max_drop_writes_a_mixed_file_that_keeps_the_broken_layer_in_float_and_m
 
 
 @pytest.mark.slow
+def test_max_drop_keeps_full_int8_that_already_meets_the_budget_without_computing_statistics(synthetic_archive,
+                                                                                           tmp_path):
+    colour_model(synthetic_archive, broken=False).save(tmp_path / "sound.keras")
+    report = tmp_path / "doctor.json"
+    result = export_cli(tmp_path / "sound.keras", "--int8", "--max-drop", 1, "--strict", "--calibration", 100,
+                        "--data", synthetic_archive, "--out", tmp_path / "out", "--json", report)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "--max-drop 1: full int8 drops" in result.output and "within it" in result.output
+    assert "QuantizationDebugger" not in result.output                     # no per-layer statistics were needed
+    assert not (tmp_path / "out" / "sound_mixed_int8.tflite").exists()
+    head = json.loads((tmp_path / "out" / "edgecifar.json").read_text())["max_drop"]
+    assert head["met"] and head["chosen"] == "sound_int8.tflite"                  # the full int8 file is the answer
+    found = json.loads(report.read_text())
+    assert found["explanations"] == [] and found["max_drop"]["trials"] == []
+
+
+@pytest.mark.slow
 def test_strict_fails_in_one_line_when_no_file_can_meet_the_budget(synthetic_archive, tmp_path):
     """A head so cold that every probability is within one int8 output step of the others: any file with an int8
     output answers class 0 (ties), so no layer kept in float brings it within 0 points of Keras."""

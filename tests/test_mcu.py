@@ -277,7 +277,9 @@ ZOO_REFUSALS = {
     "mnv2_ft160_tta6_int8.tflite": "not full-integer: its stem computes in float32, as export --int8-float-ops "
                                    "keeps it, and stacks test-time-augmentation views in its batch at run time, "
                                    "where TensorFlow Lite Micro keeps the stored batch of 1",
-    "edge_micro_kd_int8.tflite": None, "edge_nano_kd160_int8.tflite": None,
+    "mnv2_ft96_fp32.tflite": "not full-integer: every op computes in float32, as in a float, fp16 or dynamic-range "
+                             "file",
+    "edge_micro_kd_int8.tflite": None, "edge_nano_kd160_int8.tflite": None, "mnv2_ft96_int8.tflite": None,
 }
 
 

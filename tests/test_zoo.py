@@ -41,7 +41,9 @@ def test_shipped_files_run_without_tensorflow_and_fit_the_size_budget():
     paths = zoo.files()
     if not paths:
         pytest.skip("no models shipped yet")
-    assert sum(p.stat().st_size for p in paths) <= 5 * 1024 * 1024
+    # 7 MiB: the wheel a device installs. The zoo ships int8 files, and one fp32 twin (mnv2_ft96's) as the
+    # measure of what int8 costs.
+    assert sum(p.stat().st_size for p in paths) <= 7 * 1024 * 1024
     code = ("import sys, numpy as np; from edgecifar import runtime, zoo\n"
             "x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.uint8)\n"
             "for p in zoo.files():\n"
