@@ -19,6 +19,7 @@ import numpy as np
 
 from edgecifar import LABELS
 from edgecifar.bench.predict_worker import ModelWorker, NotClassified
+from edgecifar import contract as contracts
 from edgecifar.contract import click_options as contract_options
 from edgecifar.errors import EdgeCifarError, ModelError
 from edgecifar.images import ImageError, load_image, photo_suffixes
@@ -57,13 +58,6 @@ def default_model() -> Path:
         raise ModelError("no shipped model yet (the zoo is empty): pass --model FILE.tflite")
     best = max(entries, key=lambda e: (e.get("validation") or {}).get("accuracy") or 0.0)
     return folder / best["file"]
-
-
-def fit_pixels(pixels: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """A decoded RGB image (already at the model's height and width) with the model's 1 or 3 channels."""
-    from edgecifar.contract import Contract
-
-    return Contract(*shape).fit(pixels[None])[0]
 
 
 def top_k(probs: np.ndarray, k: int, names=LABELS) -> list[tuple[str, float]]:
@@ -143,7 +137,7 @@ def classify_file(worker: ModelWorker, image_path: Path, top: int, as_json: bool
     try:
         if image_path.is_dir():  # expand_images leaves only folders without images
             raise ImageError(f"{image_path}: a folder without image files")
-        pixels = fit_pixels(load_image(image_path, size=shape[:2], warn=notes.append), shape)
+        pixels = contracts.fit(load_image(image_path, size=shape[:2], warn=notes.append)[None], shape)[0]
     except ImageError as exc:
         entry["error"] = str(exc)
         click.echo(f"error: {exc}", err=True)

@@ -69,21 +69,8 @@ class Contract:
         return self.labels if len(self.labels) == n else tuple(f"class {i}" for i in range(n))
 
     def fit(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 RGB images ``[N, h, w, 3]`` (CIFAR-10's 32x32, say) at this contract's size and channels:
-        each resized with an area filter when shrinking and bilinear when growing, grey as Pillow's luma."""
-        pixels = np.asarray(pixels)
-        if pixels.shape[1:] == self.shape:
-            return pixels
-        from PIL import Image
-
-        out = np.empty((len(pixels), *self.shape), np.uint8)
-        for i, image in enumerate(pixels):
-            img = Image.fromarray(np.ascontiguousarray(image, np.uint8))
-            if img.size != (self.width, self.height):
-                shrink = self.width <= img.width and self.height <= img.height
-                img = img.resize((self.width, self.height), Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR)
-            out[i] = np.asarray(img.convert("L"))[..., None] if self.channels == 1 else np.asarray(img.convert("RGB"))
-        return out
+        """uint8 RGB images ``[N, h, w, 3]`` at this contract's size and channels (:func:`fit`)."""
+        return fit(pixels, self.shape)
 
     def to_input(self, pixels: np.ndarray) -> np.ndarray:
         """Pixels ``[N, H, W, C]`` 0..255 as the float values the graph expects, in its layout."""
@@ -148,6 +135,25 @@ def from_json(text: str | bytes, where: str) -> Contract:
                         source=str(doc.get("source", ""))[:500], origin="metadata")
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise ModelError(f"{where}: its {METADATA_NAME} metadata is malformed ({exc})") from None
+
+
+def fit(pixels: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """uint8 RGB images ``[N, h, w, 3]`` (CIFAR-10's 32x32, say) at ``shape`` (height, width, 1 or 3 channels):
+    each resized with an area filter when shrinking and bilinear when growing, grey as Pillow's luma."""
+    pixels = np.asarray(pixels)
+    if pixels.shape[1:] == tuple(shape):
+        return pixels
+    from PIL import Image
+
+    height, width, channels = shape
+    out = np.empty((len(pixels), *shape), np.uint8)
+    for i, image in enumerate(pixels):
+        img = Image.fromarray(np.ascontiguousarray(image, np.uint8))
+        if img.size != (width, height):
+            shrink = width <= img.width and height <= img.height
+            img = img.resize((width, height), Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR)
+        out[i] = np.asarray(img.convert("L"))[..., None] if channels == 1 else np.asarray(img.convert("RGB"))
+    return out
 
 
 def quantized_range(scale: float, zero_point: int, dtype: np.dtype) -> tuple[float, float] | None:
