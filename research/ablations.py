@@ -5,7 +5,8 @@
 model options such as the activation, whitening stem, weight averaging, BatchNorm, augmentation), validation
 accuracy (what choices are made on; two decimals, as 2,000 images step by 0.05 points), test
 accuracy (reported, never tuned on), training minutes, images/s and the CPU they were measured on. Rows keep
-the order given.
+the order given; rows already in the ``--csv`` file keep their place (replaced when their run is read again), so
+the table keeps runs whose folders are gone.
 """
 
 from __future__ import annotations
@@ -90,13 +91,38 @@ def to_csv(rows: list[AblationRow]) -> str:
     return buf.getvalue()
 
 
+def from_csv(text: str) -> list[AblationRow]:
+    """Rows written by :func:`to_csv`."""
+    def value(field: str, raw: str):
+        kind = AblationRow.__dataclass_fields__[field].type
+        if kind == "bool":
+            return raw == "True"
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "float | None":
+            return float(raw) if raw else None
+        return raw
+    return [AblationRow(**{f: value(f, r[f]) for f in AblationRow.__dataclass_fields__})
+            for r in csv.DictReader(io.StringIO(text))]
+
+
+def merge(kept: list[AblationRow], fresh: list[AblationRow]) -> list[AblationRow]:
+    """The ``kept`` rows in their order, each replaced by the ``fresh`` row of the same run; then the other fresh
+    rows. A table keeps the runs whose folders are gone (run folders live outside the work tree)."""
+    by_run = {r.run: r for r in fresh}
+    rows = [by_run.pop(r.run, r) for r in kept]
+    return rows + [r for r in fresh if r.run in by_run]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", type=Path, nargs="*", help="run folders")
     ap.add_argument("--group", help="the finished runs of this group of the run list (research/runs.py), after the "
                                     "zoo's runs")
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--csv", type=Path)
+    ap.add_argument("--csv", type=Path, help="also read back: its rows without runs here are kept")
     args = ap.parse_args(argv)
     folders = list(args.runs)
     if args.group:
@@ -104,6 +130,11 @@ def main(argv: list[str] | None = None) -> None:
 
         folders += [folder for _, folder in runs.finished(runs.group(args.group, zoo_too=True))]
     rows = [row(d) for d in folders if (d / "metrics.json").exists()]
+    if args.csv and args.csv.exists():
+        try:
+            rows = merge(from_csv(args.csv.read_text()), rows)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise SystemExit(f"{args.csv}: not an ablations table written by this command ({type(exc).__name__}: {exc})")
     write_table(markdown(rows), to_csv(rows), args.out, args.csv)
 
 

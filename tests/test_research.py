@@ -58,6 +58,28 @@ def test_the_ladder_table_names_a_listed_run_as_the_list_does_not_as_its_metrics
     assert f"| `l2_e60` | sound | {len(listed)} | 78.0%" in table and "| `l2` |" not in table
 
 
+def test_the_ablations_table_keeps_rows_whose_run_folders_are_gone_and_replaces_rows_read_again(tmp_path):
+    from research import ablations
+
+    def finished(name: str, val: float) -> Path:
+        folder = tmp_path / name
+        folder.mkdir(exist_ok=True)
+        (folder / "metrics.json").write_text(json.dumps({
+            "recipe": "edge_nano_kd160", "seed": 0, "epochs": 80, "val_accuracy": val, "val_images": 2000,
+            "test_accuracy": 0.88, "test_images": 1000, "recipe_settings": {"model_kwargs": {"stem": [32]}}}))
+        return folder
+
+    table, md = tmp_path / "a.csv", tmp_path / "a.md"
+    ablations.main([str(finished("gone", 0.87)), str(finished("again", 0.86)), "--csv", str(table), "--out", str(md)])
+    import shutil
+
+    shutil.rmtree(tmp_path / "gone")
+    ablations.main([str(finished("again", 0.885)), str(finished("new", 0.89)), "--csv", str(table), "--out", str(md)])
+    rows = ablations.from_csv(table.read_text())
+    assert [(r.run, r.val_accuracy) for r in rows] == [("gone", 0.87), ("again", 0.885), ("new", 0.89)]
+    assert "stem=[32]" in md.read_text()
+
+
 def test_research_is_not_a_package_of_the_wheel():
     setup = (ROOT / "setup.cfg").read_text()
     packages = setup.split("packages =", 1)[1].split("include_package_data", 1)[0].split()
