@@ -56,6 +56,10 @@ ARENA_CAP = 64 * MiB         # larger than any microcontroller's RAM: report "mo
 _MISSING_RE = re.compile(r"Didn't find op for (?:builtin|custom) opcode '([^']+)'")
 _ARENA_RE = re.compile(r"missing: \d+|Failed to (?:allocate|resize)|[Aa]rena size is too small")
 _TOTAL_RE = re.compile(r"Arena allocation total (\d+) bytes")
+_INVOKE_RE = re.compile(r"Node (\w+) \(number (\d+)\) failed to invoke")
+_TYPE_RE = re.compile(r"\btype is (\d+)")
+#: TfLiteType codes TFLite Micro's kernels print in their type errors (tensorflow/lite/core/c/c_api_types.h).
+TFLITE_TYPES = {1: "float32", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16", 9: "int8", 10: "float16"}
 
 
 @dataclass(frozen=True)
@@ -200,7 +204,24 @@ def check(path: str | Path) -> MicroCheck:
     result.arena = smallest_arena(data, arena)
     interpreter, _ = _interpreter(data, result.arena)
     result.arena_recorded = recorded_total(interpreter)
+    result.error = invoke_failure(interpreter)
     return result
+
+
+def invoke_failure(interpreter) -> str | None:
+    """Why one invoke on a blank image fails, in one line, or None when it runs. Some kernels check their types only
+    when invoked, not when the arena is allocated (RESIZE_BILINEAR refuses int16): allocating is not running."""
+    detail = interpreter.get_input_details(0)
+    interpreter.set_input(np.zeros(detail["shape"], detail["dtype"]), 0)
+    ran, text = _quietly(lambda: interpreter.invoke() or True)
+    if ran:
+        return None
+    node = _INVOKE_RE.search(text)
+    reasons = [ln.strip() for ln in text.splitlines() if ln.strip() and not _INVOKE_RE.search(ln)]
+    reason = _TYPE_RE.sub(lambda m: f"type is {TFLITE_TYPES.get(int(m.group(1)), m.group(1))}",
+                          reasons[0] if reasons else "invoke failed")
+    where = f"{node.group(1)} (node {node.group(2)})" if node else "a kernel"
+    return f"TFLite Micro allocates it but cannot run it: {where} fails: {reason}"
 
 
 def allocates(data: bytes, arena: int) -> bool:

@@ -414,3 +414,28 @@ def test_without_tflite_micro_bench_says_which_extra_and_export_says_so_in_its_c
     verdict = json.loads(proc.stdout.strip().splitlines()[-1])
     assert verdict["runs"] is None
     assert verdict["summary"] == "not checked: tflite-micro is not installed (pip install 'edgecifar[mcu]')"
+
+
+@needs_micro
+def test_a_file_that_allocates_but_whose_kernel_refuses_its_types_when_invoked_does_not_run(tmp_path):
+    """TFLite Micro's RESIZE_BILINEAR checks its type only when invoked: a 16x8 file that resizes its input allocates
+    an arena, and still cannot run. Allocating is not running; the check invokes once and says which node fails."""
+    import keras
+    import tensorflow as tf
+
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Resizing(16, 16)(inp)
+    x = keras.layers.Conv2D(4, 3)(x)
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x)))
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    rng = np.random.default_rng(0)
+    converter.representative_dataset = lambda: ([rng.random((1, 8, 8, 3), np.float32)] for _ in range(8))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int16
+    path = tmp_path / "resize_int16x8.tflite"
+    path.write_bytes(converter.convert())
+    checked = micro.check(path)
+    assert checked.arena is not None and not checked.runs and checked.fits == []
+    assert checked.summary() == ("TFLite Micro allocates it but cannot run it: RESIZE_BILINEAR (node 0) fails: "
+                                 "Output type is int16, requires float or int8.")
