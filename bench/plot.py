@@ -37,9 +37,13 @@ LABEL_ALL = 14
 _PRECISIONS = ("_int8", "_fp32", "_fp16", "_dynamic")
 
 
-def label(row: dict, multi_threads: bool) -> str:
-    name = Path(row["file"]).name
-    return f"{name} ({row['threads']}t)" if multi_threads else name
+def labels(rows: list[dict], multi_threads: bool) -> list[str]:
+    """Each row's name as the bench's table shows it (files sharing a name get their folders), with its thread
+    count when the plot mixes several."""
+    from edgecifar.bench.report import display_names
+
+    names = display_names(rows)
+    return [f"{n} ({r['threads']}t)" for n, r in zip(names, rows)] if multi_threads else names
 
 
 def at_chance(row: dict, classes: int = 10) -> bool:
@@ -73,10 +77,11 @@ def pareto_plot(rows: list[dict], path: str | Path, title: str = "CIFAR-10 top-1
     timed = references + ok
     multi = len({r.get("threads") for r in timed}) > 1
     crowded = len(ok) > LABEL_ALL
+    names = dict(zip(map(id, timed), labels(timed, multi)))
     fig, ax = plt.subplots(figsize=(10, 6.5) if crowded else (8, 5.5), dpi=120)
     for r in references:  # an untrained timing reference: its latency is the point, not its accuracy
         ax.axvline(r["latency_ms"], color="0.4", ls=":", lw=1.2,
-                   label=f"{label(r, multi)} (untrained: latency only)")
+                   label=f"{names[id(r)]} (untrained: latency only)")
     if ok:
         lat = np.array([r["latency_ms"] for r in ok])
         acc = np.array([100 * r["accuracy"] for r in ok])
@@ -115,7 +120,7 @@ def pareto_plot(rows: list[dict], path: str | Path, title: str = "CIFAR-10 top-1
     fig.tight_layout()
     if ok:
         shown = [i for i in range(len(ok)) if not crowded or i in set(front)]
-        _place_labels(fig, ax, [label(ok[i], multi) for i in shown], lat[shown], acc[shown])
+        _place_labels(fig, ax, [names[id(ok[i])] for i in shown], lat[shown], acc[shown])
     return _save(fig, plt, path)
 
 

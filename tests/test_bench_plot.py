@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edgecifar.bench.plot import LABEL_ALL, at_chance, family, pareto_plot, plotted
+from edgecifar.bench.plot import LABEL_ALL, at_chance, family, labels, pareto_plot, plotted
 
 
 def _row(file, accuracy, latency, precision="int8", half_width=0.03):
@@ -64,3 +64,10 @@ def test_a_crowded_study_plots_its_points_in_colour_and_a_plot_without_points_ha
     assert pixels.min() < 100 < 200 < pixels.max()        # not blank, not one colour
     assert _coloured_pixels(study) > 2000                  # the points, their error bars and the Pareto front
     assert _coloured_pixels(pareto_plot([reference], tmp_path / "none.png")) == 0   # axes, text, a grey line
+
+
+def test_points_of_files_sharing_a_name_are_labelled_as_the_table_names_them_with_their_folders():
+    rows = [{"file": "/r/zoo/m_int8.tflite", "threads": 1}, {"file": "/r/floatstem/m_int8.tflite", "threads": 1},
+            {"file": "/r/zoo/other_int8.tflite", "threads": 2}]
+    assert labels(rows, multi_threads=False) == ["zoo/m_int8.tflite", "floatstem/m_int8.tflite", "other_int8.tflite"]
+    assert labels(rows, multi_threads=True)[2] == "other_int8.tflite (2t)"
