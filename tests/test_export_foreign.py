@@ -341,3 +341,20 @@ def test_the_default_calibration_count_shrinks_to_a_small_folder_and_says_so_whi
     n, note = calibration._count(None, 217, "photos")
     assert n == 217 and note == "calibration: 217 images, all photos has outside validation (the default is 500)"
     assert calibration._count(300, 217, "photos") == (300, None)   # asked for: the shortfall is an error later
+
+
+@pytest.mark.slow
+def test_the_doctor_explains_a_foreign_48x48_five_class_model_that_takes_0_to_1_in_both_int8_formats(tmp_path):
+    colour_model((48, 48), rescale_inside=False).save(tmp_path / "unit.keras")
+    folder, out, report = photos(tmp_path / "photos"), tmp_path / "out", tmp_path / "doctor.json"
+    result = export_cli(tmp_path / "unit.keras", "--int8", "--onnx-int8", "--input-range", "0,1", "--data", folder,
+                        "--calibration", 40, "--explain", "--max-drop", "5", "--json", report, "--out", out)
+    assert_exported(result)
+    found = json.loads(report.read_text())
+    assert found["measure"] == "accuracy" and found["images"] == 14                 # the folder's validation images
+    for explained in found["explanations"]:
+        names = " ".join(layer["name"] for layer in explained["layers"])
+        assert "conv" in names and all(layer["rank"] >= 1 for layer in explained["layers"]), explained["format"]
+    assert {e["format"] for e in found["explanations"]} == {"TFLite int8", "ONNX int8"}
+    assert found["max_drop"]["met"] and found["failures"] == []
+    assert entries(out)["unit_int8.tflite"]["labels"] == NAMES
