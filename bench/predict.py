@@ -122,9 +122,15 @@ def model_input(worker: ModelWorker, labels: tuple[str, ...] | None, path: Path)
     if labels is not None:
         if len(labels) != len(names):
             raise EdgeCifarError(f"--labels: {len(labels)} class names for {len(names)} outputs of {path}")
+        note = contracts.overrides_note("--labels", contract.get("file_origin", ""), contracts.names_phrase(names)) \
+            if contract.get("named") and tuple(labels) != names else None
+        if note:
+            click.echo(f"note: {path.name}: {note}", err=True)
         names = labels
     elif not contract.get("named", True):
         click.echo(f"note: {path.name} names no classes: shown by number (--labels FILE names them)", err=True)
+    for note in contract.get("overrides", ()):
+        click.echo(f"note: {note}", err=True)
     return shape, names
 
 

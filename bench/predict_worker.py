@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     c = model.contract
     send(out, {"runtime": model.runtime, "contract": {"shape": list(c.shape), "labels": list(c.class_names(
         model.classes)), "named": bool(c.labels), "outputs": c.outputs, "range": list(c.input_range or ()),
-        "origin": c.origin}})
+        "origin": c.origin, "file_origin": model.file_origin, "overrides": list(model.overrides)}})
     serve(model, sys.stdin.buffer, out)
     return 0
 

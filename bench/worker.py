@@ -262,7 +262,7 @@ def measure(path: Path, images: np.ndarray, labels: np.ndarray, threads: int = 1
     result["contract"] = {"shape": list(model.contract.shape), "layout": model.contract.layout,
                           "input_range": list(model.contract.input_range or ()), "origin": model.contract.origin,
                           "outputs": model.meaning or model.contract.outputs}
-    notes = [note] if note else []
+    notes = [*model.overrides, *([note] if note else [])]
     if model.meaning == "logits" and model.contract.outputs != "logits":
         notes.append(f"{path.name}: its outputs are not probabilities (logits): shown through a softmax")
     if notes:

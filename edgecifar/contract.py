@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +94,18 @@ class Contract:
             changes["labels"] = labels
         return dataclasses.replace(self, origin="flags", **changes) if changes else self
 
+    def overridden(self, input_range: tuple[float, float] | None = None,
+                   labels: tuple[str, ...] | None = None) -> list[str]:
+        """What the user's flags change of what the file itself says (its embedded or recorded contract), one note
+        each: the flag wins, and the user hears that it overrode the file."""
+        notes = []
+        if input_range is not None and self.input_range is not None and tuple(input_range) != self.input_range:
+            notes.append(overrides_note(f"--input-range {input_range[0]:g},{input_range[1]:g}", self.origin,
+                                        f"the range {self.input_range[0]:g}..{self.input_range[1]:g}"))
+        if labels is not None and self.labels and tuple(labels) != self.labels:
+            notes.append(overrides_note("--labels", self.origin, names_phrase(self.labels)))
+        return [n for n in notes if n]
+
     def to_json(self) -> str:
         """The contract as embedded in a file: a compact JSON document with a version."""
         body = {"version": VERSION, "input": {"height": self.height, "width": self.width, "channels": self.channels,
@@ -135,6 +148,18 @@ def from_json(text: str | bytes, where: str) -> Contract:
                         source=str(doc.get("source", ""))[:500], origin="metadata")
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise ModelError(f"{where}: its {METADATA_NAME} metadata is malformed ({exc})") from None
+
+
+def overrides_note(flag: str, origin: str, what: str) -> str | None:
+    """One note: ``flag`` replaces ``what`` the file's own contract says; None when the contract is not the file's
+    own (read from its shape, or already the flags')."""
+    where = {"metadata": "embedded", "manifest": "recorded in edgecifar.json"}.get(origin)
+    return f"{flag} overrides {what}, which its contract ({where}) says" if where else None
+
+
+def names_phrase(labels: Sequence[str]) -> str:
+    """``the class names a, b, c, ...``: a contract's labels in a note."""
+    return f"the class names {', '.join(labels[:3])}{', ...' if len(labels) > 3 else ''}"
 
 
 def fit(pixels: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:

@@ -119,6 +119,8 @@ class Classifier:
     output_quant: "Quant"
     classes: int = 0
     meaning: str | None = None          # probabilities or logits: the contract's, else found on the first batch
+    overrides: tuple[str, ...] = ()     # what the user's flags changed of the file's own contract, one note each
+    file_origin: str = "file"           # where the file's own contract was read, before any flag
 
     def check_images(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
@@ -319,6 +321,8 @@ def load(path: str | Path, threads: int = 1, runtime: str = "auto", input_range:
     except KeyError:
         raise ModelError(f"{path}: not a model file (expected {', '.join(LOADERS)})") from None
     model = loader(path, threads, runtime)
+    model.file_origin = model.contract.origin
+    model.overrides = tuple(f"{path.name}: {note}" for note in model.contract.overridden(input_range, labels))
     model.contract = model.contract.with_flags(input_range, labels)
     if model.contract.labels and model.classes and len(model.contract.labels) != model.classes:
         raise ModelError(f"{path}: {len(model.contract.labels)} class names for {model.classes} outputs")

@@ -238,3 +238,29 @@ def test_an_nchw_onnx_classifier_from_elsewhere_gets_its_pixels_channel_first_in
     logits = (pixels / 255.0).mean(axis=(1, 2)) @ weights
     expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     assert np.allclose(model.predict(pixels), expected, atol=1e-5) and model.meaning == "probabilities"
+
+
+def test_a_flag_that_contradicts_the_files_own_contract_is_obeyed_and_said_once_per_flag(tmp_path):
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(photo)
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(f"kind {i}" for i in range(10)))
+    proc = subprocess.run([EDGECIFAR, "predict", str(photo), "--model", str(SHIPPED), "--input-range", "0,1",
+                           "--labels", str(names)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("--input-range 0,1 overrides the range 0..255, which its contract (embedded) says") == 1
+    assert proc.stderr.count("--labels overrides the class names airplane, automobile, bird, ...") == 1
+    assert "kind " in proc.stdout                                   # the user's word wins
+    agreeing = subprocess.run([EDGECIFAR, "predict", str(photo), "--model", str(SHIPPED), "--input-range", "0,255"],
+                              capture_output=True, text=True, timeout=300)
+    assert agreeing.returncode == 0 and "overrides" not in agreeing.stderr
+
+
+def test_only_a_contract_the_file_itself_holds_is_said_to_be_overridden():
+    read_from_shape = Contract(32, 32, 3, input_range=(0.0, 255.0), origin="file")
+    assert read_from_shape.overridden((0.0, 1.0), ("a",)) == []
+    embedded = Contract(32, 32, 3, input_range=(0.0, 255.0), labels=("cat", "dog"), origin="metadata")
+    assert embedded.overridden((0.0, 255.0), ("cat", "dog")) == []
+    assert len(embedded.overridden((-1.0, 1.0), ("x", "y"))) == 2
