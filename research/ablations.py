@@ -48,7 +48,8 @@ def row(run_dir: Path) -> AblationRow:
     s = m.get("recipe_settings", {})
     teacher = s.get("distill")
     return AblationRow(run_dir.name, m["recipe"], m["seed"], m["epochs"],
-                       f"{Path(teacher).name} × {s.get('distill_alpha')}" if teacher else "—",
+                       f"{Path(teacher).name} × {s.get('distill_alpha')}"
+                       f"{', ' + str(s['distill_views']) + ' views' if s.get('distill_views') else ''}" if teacher else "—",
                        s.get("label_smoothing", 0.0), model_options(s),
                        bool(s.get("whiten_stem")), s.get("ema"), batchnorm(s), s.get("augment", "—"),
                        m["val_accuracy"], m["val_images"],
