@@ -34,7 +34,9 @@ def _pyplot():
 #: Up to this many points every point is labelled; past it (a whole study in one plot) points are coloured
 #: by model family, with a legend, and only the Pareto front is labelled.
 LABEL_ALL = 14
-_PRECISIONS = ("_int8", "_fp32", "_fp16", "_dynamic")
+_PRECISIONS = ("_mixed_int8", "_int16x8", "_int8", "_fp32", "_fp16", "_dynamic")   # compound suffixes first
+#: Precisions computed in integers: drawn as circles, the others as squares.
+INTEGER_PRECISIONS = ("int8", "int16x8", "mixed_int8")
 
 
 def labels(rows: list[dict], multi_threads: bool) -> list[str]:
@@ -96,7 +98,7 @@ def pareto_plot(rows: list[dict], path: str | Path, title: str = "CIFAR-10 top-1
         ax.step(lat[front], acc[front], where="post", color="tab:red", lw=1.5, label="Pareto front")
         ax.plot(lat[front], acc[front], "o", mfc="none", mec="tab:red", ms=11)
         if crowded:
-            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, title="○ int8  □ float",
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, title="○ integer  □ float",
                       title_fontsize=7)
         else:
             ax.legend(loc="lower right", fontsize=8)
@@ -125,19 +127,23 @@ def pareto_plot(rows: list[dict], path: str | Path, title: str = "CIFAR-10 top-1
 
 
 def _family_points(ax, plt, rows, lat, acc, lo, hi) -> None:
-    """One colour per model family (seeds and precisions of a model share it), circles int8, squares float."""
+    """One colour per model family (seeds and precisions of a model share it), circles integer, squares float."""
     names = list(dict.fromkeys(family(r) for r in rows))
     colours = plt.get_cmap("tab20")
+
+    def integer(r: dict) -> bool:
+        return r.get("precision") in INTEGER_PRECISIONS
+
     for k, name in enumerate(names):
         colour = colours(k % 20)
-        for is_int8 in (True, False):
-            idx = [i for i, r in enumerate(rows) if family(r) == name and (r.get("precision") == "int8") == is_int8]
+        for is_integer in (True, False):
+            idx = [i for i, r in enumerate(rows) if family(r) == name and integer(r) == is_integer]
             if not idx:
                 continue
-            ax.errorbar(lat[idx], acc[idx], yerr=[acc[idx] - lo[idx], hi[idx] - acc[idx]], fmt="o" if is_int8 else "s",
-                        ms=5, color=colour, ecolor=colour, elinewidth=0.6, alpha=0.9, capsize=2,
-                        label=name if is_int8 or not any(family(r) == name and r.get("precision") == "int8"
-                                                         for r in rows) else None)
+            ax.errorbar(lat[idx], acc[idx], yerr=[acc[idx] - lo[idx], hi[idx] - acc[idx]],
+                        fmt="o" if is_integer else "s", ms=5, color=colour, ecolor=colour, elinewidth=0.6, alpha=0.9,
+                        capsize=2, label=name if is_integer or not any(family(r) == name and integer(r)
+                                                                       for r in rows) else None)
 
 
 def _place_labels(fig, ax, texts, xs, ys) -> None:

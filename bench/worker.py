@@ -147,10 +147,9 @@ def precision_from_name(path: Path) -> str | None:
     """The precision a file's name says (``x_int8.tflite``, ``x_int16x8.tflite``, ``x_mixed_int8.tflite``),
     else None. A board gets a copy under a name edgecifar makes (``devices.remote_name``), so the bench asks
     this of the user's name."""
-    name = Path(path).stem.lower().replace("-", "_")
-    parts = name.split("_")
-    for token, precision in PRECISION_NAMES:
-        if name.endswith(token) or token in parts:
+    name = "_" + Path(path).stem.lower().replace("-", "_").replace(".", "_").replace(" ", "_") + "_"
+    for token, precision in PRECISION_NAMES:   # whole tokens only: checkpoint8 is not int8
+        if f"_{token}_" in name:
             return precision
     return None
 

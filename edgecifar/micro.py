@@ -211,11 +211,23 @@ def check(path: str | Path) -> MicroCheck:
 def invoke_failure(interpreter) -> str | None:
     """Why one invoke on a blank image fails, in one line, or None when it runs. Some kernels check their types only
     when invoked, not when the arena is allocated (RESIZE_BILINEAR refuses int16): allocating is not running."""
-    detail = interpreter.get_input_details(0)
-    interpreter.set_input(np.zeros(detail["shape"], detail["dtype"]), 0)
-    ran, text = _quietly(lambda: interpreter.invoke() or True)
+    try:
+        detail = interpreter.get_input_details(0)
+        interpreter.set_input(np.zeros([max(int(d), 1) for d in detail["shape"]], detail["dtype"]), 0)
+    except (ValueError, RuntimeError, IndexError, KeyError, TypeError) as exc:
+        return f"TFLite Micro allocates it but cannot take an image: {one_line(exc)}"
+
+    def invoke() -> tuple[bool, str]:
+        try:
+            status = interpreter.invoke()
+        except RuntimeError as exc:
+            return False, str(exc)
+        return status in (0, None), f"invoke returned status {status}"
+
+    (ran, said), text = _quietly(invoke)
     if ran:
         return None
+    text = text or said
     node = _INVOKE_RE.search(text)
     reasons = [ln.strip() for ln in text.splitlines() if ln.strip() and not _INVOKE_RE.search(ln)]
     reason = _TYPE_RE.sub(lambda m: f"type is {TFLITE_TYPES.get(int(m.group(1)), m.group(1))}",

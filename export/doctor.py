@@ -571,10 +571,11 @@ DOCTORS = {"int8": TFLiteDoctor, "onnx_int8": OnnxDoctor}
 
 def diagnose(job: ExportJob, keys: Sequence[str], files: dict[str, str], images: np.ndarray,
              labels: np.ndarray | None, reference: np.ndarray, threshold: float, max_drop: float | None,
-             say: Callable[[str], None] = lambda _: None) -> Diagnosis:
+             say: Callable[[str], None] = lambda _: None, written_int8: Validation | None = None) -> Diagnosis:
     """Explain each int8 format of ``keys`` (format key -> the doctor in :data:`DOCTORS`; ``files`` names their
-    files), and with ``max_drop`` search the TFLite one. A doctor that fails is one line in ``failures``; the
-    export's files stay written."""
+    files), and with ``max_drop`` search the TFLite one, from ``written_int8`` (the written file's validation: the
+    budget judges the file that ships) when given. A doctor that fails is one line in ``failures``; the export's
+    files stay written."""
     result = Diagnosis()
     with tempfile.TemporaryDirectory(prefix="edgecifar-doctor-") as tmp:
         for key in keys:
@@ -586,19 +587,20 @@ def diagnose(job: ExportJob, keys: Sequence[str], files: dict[str, str], images:
                 explanation = explain(doctor, files[key], say=say)
                 result.explanations.append(explanation)
                 if key == "int8" and max_drop is not None:
-                    _search(doctor, explanation, max_drop, result, say)
+                    _search(doctor, explanation, max_drop, result, say, written_int8)
             except ExportFailure as exc:
                 result.failures.append(f"{DOCTORS[key].title} --explain: {exc}")
     return result
 
 
 def _search(doctor: TFLiteDoctor, explanation: Explanation, budget: float, result: Diagnosis,
-            say: Callable[[str], None]) -> None:
+            say: Callable[[str], None], written_int8: Validation | None = None) -> None:
     """Run the search on the TFLite doctor and keep the chosen file's bytes for the mixed format row."""
-    drop = explanation.full.drop
+    full = written_int8 or explanation.full
+    drop = full.drop
     say(f"--max-drop {budget:g}: full int8 drops {drop:.2f} points" if drop is not None
         else f"--max-drop {budget:g}: full int8 did not validate")
-    found = search(explanation.full, budget, explanation.layers, doctor.keep_layers)
+    found = search(full, budget, explanation.layers, doctor.keep_layers)
     result.search = found
     if found.chosen is not None:
         by_tensor = {layer.tensor: layer for layer in explanation.layers}

@@ -249,7 +249,7 @@ def _diagnose(cfg: ExportConfig, job: ExportJob, out: Path, images: np.ndarray, 
         return doctor.Diagnosis(search=doctor.Search(cfg.max_drop, full))
     keys = [key for key in doctor.DOCTORS if key in written and (cfg.explain or key == "int8")]
     diagnosis = doctor.diagnose(job, keys, {key: written[key].path.name for key in keys}, images, labels, reference,
-                                cfg.threshold, cfg.max_drop if "int8" in written else None, say)
+                                cfg.threshold, cfg.max_drop if "int8" in written else None, say, full)
     if cfg.max_drop is not None and "int8" not in written:
         diagnosis.failures.append(f"--max-drop {cfg.max_drop:g}: the int8 file failed, so there is nothing to "
                                   "search from")

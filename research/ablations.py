@@ -71,7 +71,7 @@ def model_options(settings: dict) -> str:
 
 
 def markdown(rows: list[AblationRow]) -> str:
-    out = ["| run | recipe | seed | epochs | distillation (teacher × weight) | label smoothing | model options | "
+    out = ["| run | recipe | seed | epochs | distillation (teacher × weight, views) | label smoothing | model options | "
            "whitening stem | EMA | BatchNorm | augment | validation accuracy | test accuracy | training min | img/s | CPU |",
            "|" + " --- |" * 16]
     for r in rows:
@@ -93,16 +93,18 @@ def to_csv(rows: list[AblationRow]) -> str:
 
 
 def from_csv(text: str) -> list[AblationRow]:
-    """Rows written by :func:`to_csv`."""
+    """Rows written by :func:`to_csv`, each field read back as its type (an empty optional one as None)."""
+    import typing
+
+    hints = typing.get_type_hints(AblationRow)
+
     def value(field: str, raw: str):
-        kind = AblationRow.__dataclass_fields__[field].type
-        if kind == "bool":
+        kind = hints[field]
+        if kind is bool:
             return raw == "True"
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-        if kind == "float | None":
+        if kind in (int, float):
+            return kind(raw)
+        if float in typing.get_args(kind):    # float | None
             return float(raw) if raw else None
         return raw
     return [AblationRow(**{f: value(f, r[f]) for f in AblationRow.__dataclass_fields__})

@@ -157,7 +157,8 @@ def test_the_legacy_tflite_runtime_is_selectable_and_reported_when_missing(bench
 
 @pytest.mark.parametrize("name, precision", [
     ("net_int8.tflite", "int8"), ("net_mixed_int8.tflite", "mixed_int8"), ("net_int16x8.tflite", "int16x8"),
-    ("net-fp16.tflite", "fp16"), ("net_fp32_old.tflite", "fp32"), ("netint8.onnx", "int8"), ("network.tflite", None),
+    ("net-fp16.tflite", "fp16"), ("net_fp32_old.tflite", "fp32"), ("x_mixed_int8_seed1.tflite", "mixed_int8"),
+    ("x_int16x8_v2.tflite", "int16x8"), ("checkpoint8.tflite", None), ("network.tflite", None),
 ])
 def test_a_file_name_says_its_precision_compound_names_before_their_parts(name, precision):
     from edgecifar.bench.worker import precision_from_name

@@ -20,6 +20,7 @@ def test_a_family_is_the_model_whatever_its_precision_or_seed():
                                                    "runs/ladder/l2-seed2/export/l2_fp32.tflite", "zoo/l2_int8.onnx")}
     assert names == {"l2"}
     assert family(_row("zoo/edge_tiny_tta_int8.tflite", 0.5, 1.0)) == "edge_tiny_tta"
+    assert {family(_row(f, 0.5, 1.0)) for f in ("m_mixed_int8.tflite", "m_int16x8.tflite", "m_fp32.tflite")} == {"m"}
 
 
 def test_a_file_at_chance_counts_as_a_timing_reference_only():

@@ -259,8 +259,11 @@ def test_a_flag_that_contradicts_the_files_own_contract_is_obeyed_and_said_once_
 
 
 def test_only_a_contract_the_file_itself_holds_is_said_to_be_overridden():
-    read_from_shape = Contract(32, 32, 3, input_range=(0.0, 255.0), origin="file")
-    assert read_from_shape.overridden((0.0, 1.0), ("a",)) == []
+    read_from_shape = Contract(32, 32, 3, input_range=(0.0, 255.0), labels=("cat", "dog"), origin="file")
+    assert read_from_shape.overridden((0.0, 1.0), ("x", "y")) == []
     embedded = Contract(32, 32, 3, input_range=(0.0, 255.0), labels=("cat", "dog"), origin="metadata")
     assert embedded.overridden((0.0, 255.0), ("cat", "dog")) == []
     assert len(embedded.overridden((-1.0, 1.0), ("x", "y"))) == 2
+    recorded = Contract(32, 32, 3, input_range=(0.0, 255.0), labels=("cat", "dog"), origin="manifest")
+    (note,) = recorded.overridden(None, ("x", "y"))
+    assert note == "--labels overrides the class names cat, dog, which its contract (recorded in edgecifar.json) says"

@@ -354,7 +354,10 @@ def test_the_doctor_explains_a_foreign_48x48_five_class_model_that_takes_0_to_1_
     assert found["measure"] == "accuracy" and found["images"] == 14                 # the folder's validation images
     for explained in found["explanations"]:
         names = " ".join(layer["name"] for layer in explained["layers"])
-        assert "conv" in names and all(layer["rank"] >= 1 for layer in explained["layers"]), explained["format"]
+        assert "conv" in names and [layer["rank"] for layer in explained["layers"]] == list(
+            range(1, len(explained["layers"]) + 1)), explained["format"]
     assert {e["format"] for e in found["explanations"]} == {"TFLite int8", "ONNX int8"}
     assert found["max_drop"]["met"] and found["failures"] == []
-    assert entries(out)["unit_int8.tflite"]["labels"] == NAMES
+    entry = entries(out)["unit_int8.tflite"]
+    assert entry["labels"] == NAMES and entry["input"]["shape"] == [-1, 48, 48, 3]
+    assert runtime.load(out / "unit_int8.tflite").contract.input_range == (0.0, 255.0)   # takes raw pixels
