@@ -45,8 +45,7 @@ def measure(path: Path, images: np.ndarray | None = None, labels: np.ndarray | N
         return device_result(micro.RUNTIME, figures=figs, note=NOTE)
     t0 = time.perf_counter()
     model = micro.MicroModel(path, c.arena)
-    overrides = [f"{Path(path).name}: {n}" for n in model.contract.overridden(input_range, model_labels)]
-    model.contract = model.contract.with_flags(input_range, model_labels)
+    model.apply_flags(input_range, model_labels)
     load_ms = (time.perf_counter() - t0) * 1e3
     images = model.contract.fit(images)
     classes, matched = contract.match_classes(model.contract.labels, model.classes, tuple(names or LABELS), str(path))
@@ -56,7 +55,7 @@ def measure(path: Path, images: np.ndarray | None = None, labels: np.ndarray | N
     reference = runtime.load(path, input_range=input_range, labels=model_labels).predict(images)
     figs["agreement"] = metrics.agreement(scores, reference) if len(images) else float("nan")
     predicted = classes[np.argmax(scores, axis=1)]
-    note = "; ".join(n for n in (NOTE, *overrides, matched) if n)
+    note = "; ".join(n for n in (NOTE, *model.overrides, matched) if n)
     return device_result(micro.RUNTIME, images=len(labels), correct=int(np.sum(predicted == labels)),
                          load_ms=load_ms, predictions=predicted.astype(int).tolist(), figures=figs, note=note)
 

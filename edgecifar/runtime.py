@@ -122,6 +122,13 @@ class Classifier:
     overrides: tuple[str, ...] = ()     # what the user's flags changed of the file's own contract, one note each
     file_origin: str = "file"           # where the file's own contract was read, before any flag
 
+    def apply_flags(self, input_range: tuple[float, float] | None, labels: tuple[str, ...] | None) -> None:
+        """The user's ``--input-range``/``--labels`` in place of what the contract says; what they override of the
+        file's own contract kept as one note each (``overrides``)."""
+        self.file_origin = self.contract.origin
+        self.overrides = tuple(f"{self.path.name}: {note}" for note in self.contract.overridden(input_range, labels))
+        self.contract = self.contract.with_flags(input_range, labels)
+
     def check_images(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[1:] != self.contract.shape:
@@ -321,9 +328,7 @@ def load(path: str | Path, threads: int = 1, runtime: str = "auto", input_range:
     except KeyError:
         raise ModelError(f"{path}: not a model file (expected {', '.join(LOADERS)})") from None
     model = loader(path, threads, runtime)
-    model.file_origin = model.contract.origin
-    model.overrides = tuple(f"{path.name}: {note}" for note in model.contract.overridden(input_range, labels))
-    model.contract = model.contract.with_flags(input_range, labels)
+    model.apply_flags(input_range, labels)
     if model.contract.labels and model.classes and len(model.contract.labels) != model.classes:
         raise ModelError(f"{path}: {len(model.contract.labels)} class names for {model.classes} outputs")
     return model
