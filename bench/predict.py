@@ -21,7 +21,7 @@ from edgecifar import LABELS
 from edgecifar.bench.predict_worker import ModelWorker, NotClassified
 from edgecifar import contract as contracts
 from edgecifar.contract import click_options as contract_options
-from edgecifar.errors import EdgeCifarError, ModelError
+from edgecifar.errors import ModelError
 from edgecifar.images import ImageError, load_image, photo_suffixes
 from edgecifar.units import percent, plural
 
@@ -92,10 +92,10 @@ def predict(ctx, images, model_path, top, threads, runtime, as_json, input_range
     path = rt.locate(model_path) if model_path else default_model()
     if path.suffix.lower() != ".tflite":
         raise ModelError(f"{path}: predict runs .tflite files with LiteRT (use edgecifar bench for .onnx)")
-    worker = ModelWorker(path, threads, runtime, input_range)
+    worker = ModelWorker(path, threads, runtime, input_range, labels)
     with contextlib.closing(worker):
         runtime_name = worker.start()
-        shape, names = model_input(worker, labels, path)
+        shape, names = model_input(worker, path)
         click.echo(f"model: {path} ({runtime_name}); preprocessing: upright (EXIF), center square, BOX resize "
                    f"to {shape[1]}x{shape[0]}{' grey' if shape[2] == 1 else ''}", err=True)
         files = expand_images(images)
@@ -113,21 +113,13 @@ def predict(ctx, images, model_path, top, threads, runtime, as_json, input_range
         ctx.exit(1)
 
 
-def model_input(worker: ModelWorker, labels: tuple[str, ...] | None, path: Path) -> tuple[tuple[int, int, int],
-                                                                                        tuple[str, ...]]:
-    """The model's input shape and its class names (``--labels``, else its own, else numbered: said once)."""
+def model_input(worker: ModelWorker, path: Path) -> tuple[tuple[int, int, int], tuple[str, ...]]:
+    """The model's input shape and its class names as the worker read them, the user's flags applied (numbered
+    when neither file nor flag names them; what a flag overrode said once)."""
     contract = worker.contract
     shape = tuple(contract.get("shape") or (32, 32, 3))
     names = tuple(contract.get("labels") or LABELS)
-    if labels is not None:
-        if len(labels) != len(names):
-            raise EdgeCifarError(f"--labels: {len(labels)} class names for {len(names)} outputs of {path}")
-        note = contracts.overrides_note("--labels", contract.get("file_origin", ""), contracts.names_phrase(names)) \
-            if contract.get("named") and tuple(labels) != names else None
-        if note:
-            click.echo(f"note: {path.name}: {note}", err=True)
-        names = labels
-    elif not contract.get("named", True):
+    if not contract.get("named", True):
         click.echo(f"note: {path.name} names no classes: shown by number (--labels FILE names them)", err=True)
     for note in contract.get("overrides", ()):
         click.echo(f"note: {note}", err=True)

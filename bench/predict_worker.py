@@ -49,11 +49,13 @@ def send(out: TextIO, message: dict) -> None:
     out.flush()
 
 
-def load(path: str, threads: int, runtime: str, input_range: tuple[float, float] | None = None):
-    """The model, run once on a black image: a file that cannot be prepared or run fails here."""
+def load(path: str, threads: int, runtime: str, input_range: tuple[float, float] | None = None,
+         labels: tuple[str, ...] | None = None):
+    """The model with the user's flags applied, run once on a black image: a file that cannot be prepared or run
+    fails here."""
     from edgecifar import runtime as rt
 
-    model = rt.load(path, threads=threads, runtime=runtime, input_range=input_range)
+    model = rt.load(path, threads=threads, runtime=runtime, input_range=input_range, labels=labels)
     model.predict(np.zeros((1, *model.contract.shape), np.uint8))
     return model
 
@@ -107,8 +109,9 @@ class ModelWorker:
     module = "edgecifar.bench.predict_worker"
 
     def __init__(self, path: Path, threads: int = 1, runtime: str = "auto",
-                 input_range: tuple[float, float] | None = None):
+                 input_range: tuple[float, float] | None = None, labels: tuple[str, ...] | None = None):
         self.path, self.threads, self.runtime_choice, self.input_range = path, threads, runtime, input_range
+        self.labels = labels         # --labels: applied in the worker, with --input-range, where the file is read
         self.runtime: str | None = None
         self.contract: dict = {}     # the model's input shape, class names and output meaning, as the worker read them
         self.meaning: str | None = None   # probabilities or logits, as found on the last image
@@ -123,9 +126,11 @@ class ModelWorker:
         debug = bool(os.environ.get("EDGECIFAR_DEBUG"))
         self._stderr = None if debug else tempfile.TemporaryFile()
         # The model last, after "--": a file named "-h.tflite" is a file, not an option.
-        ranged = ["--input-range", ",".join(map(repr, self.input_range))] if self.input_range else []
+        flags = ["--input-range", ",".join(map(repr, self.input_range))] if self.input_range else []
+        if self.labels is not None:   # an argument, never a shell: JSON keeps any name whole
+            flags += ["--labels-json", json.dumps(list(self.labels))]
         cmd = [sys.executable, "-m", self.module, "--threads", str(self.threads), "--runtime", self.runtime_choice,
-               *ranged, "--", str(self.path)]
+               *flags, "--", str(self.path)]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
         try:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
@@ -235,12 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runtime", default="auto")
     parser.add_argument("--input-range", default=None)
+    parser.add_argument("--labels-json", default=None, help="the user's class names, a JSON list of strings")
     args = parser.parse_args(argv)
     out = _protocol_stream()
     try:
         from edgecifar.contract import parse_range
 
-        model = load(args.model, args.threads, args.runtime, parse_range(args.input_range) if args.input_range else None)
+        labels = tuple(str(name) for name in json.loads(args.labels_json)) if args.labels_json else None
+        model = load(args.model, args.threads, args.runtime, parse_range(args.input_range) if args.input_range else None,
+                     labels)
     except EdgeCifarError as exc:
         send(out, {"error": str(exc), "exit_code": exc.exit_code})
         return exc.exit_code

@@ -330,5 +330,6 @@ def load(path: str | Path, threads: int = 1, runtime: str = "auto", input_range:
     model = loader(path, threads, runtime)
     model.apply_flags(input_range, labels)
     if model.contract.labels and model.classes and len(model.contract.labels) != model.classes:
-        raise ModelError(f"{path}: {len(model.contract.labels)} class names for {model.classes} outputs")
+        given = "--labels gives " if labels is not None else ""
+        raise ModelError(f"{path}: {given}{len(model.contract.labels)} class names for {model.classes} outputs")
     return model

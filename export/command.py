@@ -103,8 +103,8 @@ def _format_options(values: dict) -> dict[str, dict]:
 @click.option("--max-drop", type=click.FloatRange(min=0), metavar="POINTS",
               help="Write the cheapest TFLite file within POINTS of the Keras model on the validation images: full "
                    "int8 when it is; else NAME_mixed_int8.tflite, the fewest layers kept in float (chosen from the "
-                   "doctor's report, greedily by the accuracy each recovers). With --strict, exit 1 when no file "
-                   "meets it. Needs --int8.")
+                   "doctor's report, greedily by the accuracy each recovers), or when no layers do it, the fewest "
+                   "first operators (a float prefix). With --strict, exit 1 when no file meets it. Needs --int8.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the doctor's whole report (--explain, --max-drop) as JSON.")
 @click.option("--labels", metavar="FILE", callback=_labels,
@@ -165,7 +165,7 @@ def export(model: Path | None, everything: bool, tta: str | None, out: Path | No
     missed = strict and search is not None and not search.met
     if missed:
         click.echo(f"error: --max-drop {search.budget:g}: no file within {search.budget:g} points of the Keras model "
-                   f"(full int8 drops {search.full.drop:.2f}; {len(search.trials)} files with layers in float tried) "
+                   f"(full int8 drops {search.full.drop:.2f}; {len(search.trials)} files with float layers tried) "
                    "(--strict)", err=True)
     doctor_failures = diagnosis.failures if diagnosis else []
     for failure in doctor_failures:   # the doctor could not explain a format: the files stay written

@@ -34,7 +34,6 @@ from edgecifar.export.validate import (ACCURACY, AGREEMENT, FAILED, Validation, 
 from edgecifar.fileio import atomic_path, check_writable_dir, remove_stale_temporaries
 from edgecifar.manifest import read as read_manifest
 from edgecifar.metrics import accuracy
-from edgecifar.units import plural
 
 
 @dataclass
@@ -264,8 +263,7 @@ def _diagnose(cfg: ExportConfig, job: ExportJob, out: Path, images: np.ndarray, 
         say(f"{MIXED.title}: timing it and {written['int8'].path.name} (1 thread, batch 1)")
         for o in (written["int8"], outcome):
             o.latency_ms = latency_ms(o.path, images[0])
-        names = [layer.name for layer in diagnosis.kept_layers]
-        outcome.note = f"keeps {plural(len(names), 'layer')} in float: {', '.join(names)}"
+        outcome.note = f"keeps {diagnosis.kept_phrase()} in float"
     return diagnosis
 
 
@@ -285,14 +283,14 @@ def _record_doctor(report: Report, job: ExportJob, source: dict, entries: list[d
         entries.append({**entry, "latency_ms": mixed.latency_ms,
                         "kept_in_float": [layer.name for layer in diagnosis.kept_layers],
                         "kept_tensors": [layer.tensor for layer in diagnosis.kept_layers],
-                        "max_drop": diagnosis.search.budget,
+                        "float_prefix_ops": diagnosis.float_prefix, "max_drop": diagnosis.search.budget,
                         "against_int8": {"file": int8.path.name, "bytes": int8.path.stat().st_size,
                                          "accuracy": int8.validation.accuracy, "drop": int8.validation.drop,
                                          "latency_ms": int8.latency_ms}})
     search = diagnosis.search
     return {"budget": search.budget, "met": search.met,
             "chosen": mixed.path.name if mixed is not None else int8.path.name,
-            "kept_in_float": [layer.name for layer in diagnosis.kept_layers],
+            "kept_in_float": [layer.name for layer in diagnosis.kept_layers], "float_prefix_ops": diagnosis.float_prefix,
             "full_int8_drop": search.full.drop, "files_tried": len(search.trials)}
 
 

@@ -118,10 +118,11 @@ def search_line(search: Search, report: Report) -> str:
     if mixed is None:
         return (f"{budget}: no file beats full int8 ({int8.path.name}, drop {_num(search.full.drop, '.2f')} "
                 f"points) after {plural(len(search.trials), 'file')} tried")
-    v, kept = mixed.validation, len(search.chosen.kept)
+    v = mixed.validation
     verdict = ("within the budget" if search.met
                else f"[yellow]the closest of {plural(len(search.trials), 'file')} tried, above the budget[/]")
-    return (f"{budget}: {mixed.path.name} keeps {plural(kept, 'layer')} in float, drop {_num(v.drop, '.2f')} "
+    kept = report.diagnosis.kept_summary()
+    return (f"{budget}: {mixed.path.name} keeps {kept} in float, drop {_num(v.drop, '.2f')} "
             f"points ({verdict}) against full int8's {_num(search.full.drop, '.2f')}; "
             f"{size(mixed.path.stat().st_size)} vs {size(int8.path.stat().st_size)}, "
             f"{_num(mixed.latency_ms, '.2f')} ms vs {_num(int8.latency_ms, '.2f')} ms (1 thread, batch 1)")

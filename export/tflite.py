@@ -157,14 +157,20 @@ def quantize_after(conv, float_ops: int) -> bytes:
         raise ExportFailure(f"int8 quantization with {float_ops} float operators failed ({one_line(exc)})") from None
 
 
-def first_op_outputs(content: bytes, n: int) -> list[str]:
-    """The output tensor names of the first ``n`` operators of a .tflite model, in graph (execution) order."""
+def operator_outputs(content: bytes) -> list[tuple[str, ...]]:
+    """Each operator's output tensor names, in graph (execution) order, from a .tflite flatbuffer."""
     from tensorflow.lite.tools import flatbuffer_utils
 
     graph = flatbuffer_utils.read_model_from_bytearray(bytearray(content)).subgraphs[0]
-    if n > len(graph.operators):
-        raise ExportFailure(f"--int8-float-ops {n}: the model has only {len(graph.operators)} operators")
-    return [graph.tensors[i].name.decode() for op in graph.operators[:n] for i in op.outputs]
+    return [tuple(graph.tensors[i].name.decode() for i in op.outputs) for op in graph.operators]
+
+
+def first_op_outputs(content: bytes, n: int) -> list[str]:
+    """The output tensor names of the first ``n`` operators of a .tflite model, in graph (execution) order."""
+    operators = operator_outputs(content)
+    if n > len(operators):
+        raise ExportFailure(f"--int8-float-ops {n}: the model has only {len(operators)} operators")
+    return [t for outputs in operators[:n] for t in outputs]
 
 
 def check_int16_input(content: bytes) -> None:

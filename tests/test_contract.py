@@ -258,6 +258,20 @@ def test_a_flag_that_contradicts_the_files_own_contract_is_obeyed_and_said_once_
     assert agreeing.returncode == 0 and "overrides" not in agreeing.stderr
 
 
+def test_labels_that_do_not_match_the_files_outputs_are_refused_in_one_line_naming_the_flag(tmp_path):
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(photo)
+    names = tmp_path / "names.txt"
+    names.write_text("cat\ndog\nbird\n")
+    proc = subprocess.run([EDGECIFAR, "predict", str(photo), "--model", str(SHIPPED), "--labels", str(names)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert SHIPPED.name in line and "--labels gives 3 class names for 10 outputs" in line
+
+
 def test_only_a_contract_the_file_itself_holds_is_said_to_be_overridden():
     read_from_shape = Contract(32, 32, 3, input_range=(0.0, 255.0), labels=("cat", "dog"), origin="file")
     assert read_from_shape.overridden((0.0, 1.0), ("x", "y")) == []

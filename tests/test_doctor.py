@@ -47,6 +47,25 @@ def colour_model(archive: Path, broken: bool, temperature: float = 20.0):
     return model
 
 
+def chain_model(archive: Path):
+    """:func:`colour_model` broken twice in a row: ``narrow`` passes the colours on beside a channel of 5,000 of its
+    own, which ``narrow2`` does not read. Keeping either layer in float (with its readers) leaves the other tensor
+    quantized to nothing, so no single layer helps and the greedy search keeps none; the first operators, through
+    ``narrow2``, in float do."""
+    import keras
+
+    base = colour_model(archive, broken=True)
+    inp = keras.Input((32, 32, 3), name="image")
+    x = base.get_layer("wide")(base.get_layer("to_unit")(inp))
+    x = keras.layers.Conv2D(4, 1, name="narrow")(x)
+    x = keras.layers.Conv2D(3, 1, use_bias=False, name="narrow2")(x)
+    model = keras.Model(inp, base.get_layer("head")(base.get_layer("mean")(x)))
+    model.get_layer("narrow").set_weights([np.diag([1, 1, 1, 0]).astype(np.float32)[None, None],
+                                           np.array([0, 0, 0, 5000.0], np.float32)])
+    model.get_layer("narrow2").set_weights([np.eye(4, 3, dtype=np.float32)[None, None]])
+    return model
+
+
 def export_cli(*args):
     """``edgecifar export ARGS`` in this process, the tables whole whatever the terminal (no COLUMNS)."""
     return CliRunner().invoke(main, ["export", *map(str, args)], env={"COLUMNS": None})
@@ -131,6 +150,29 @@ def test_max_drop_writes_a_mixed_file_that_keeps_the_broken_layer_in_float_and_m
 
 
 @pytest.mark.slow
+def test_max_drop_keeps_a_float_prefix_when_the_error_compounds_over_layers_no_single_one_of_which_recovers_it(
+        synthetic_archive, tmp_path):
+    chain_model(synthetic_archive).save(tmp_path / "chain.keras")
+    out, report = tmp_path / "out", tmp_path / "doctor.json"
+    result = export_cli(tmp_path / "chain.keras", "--int8", "--max-drop", 1, "--strict", "--calibration", 100,
+                        "--data", synthetic_archive, "--out", out, "--json", report)
+    assert result.exit_code == 0, result.output + result.stderr
+    trials = json.loads(report.read_text())["max_drop"]["trials"]
+    layers = [t for t in trials if not t["float_prefix_ops"]]
+    assert layers and all(t["drop"] > 50 for t in layers)                 # no single layer helps
+    prefixes = [t["float_prefix_ops"] for t in trials if t["float_prefix_ops"]]
+    assert prefixes[:2] == [1, 2] and trials[-1]["drop"] <= 1             # a gallop, then the fewest that meet it
+    mixed = entries(out)["chain_mixed_int8.tflite"]
+    n = mixed["float_prefix_ops"]
+    assert n == min(t["float_prefix_ops"] for t in trials if t["float_prefix_ops"] and t["drop"] <= 1)
+    assert len(mixed["kept_in_float"]) == n and "wide" in mixed["kept_in_float"][0]
+    assert any("narrow2" in name for name in mixed["kept_in_float"])      # through the second broken layer
+    assert mixed["validation"]["drop"] <= 1 and mixed["input"]["dtype"] == "int8"
+    assert json.loads((out / "edgecifar.json").read_text())["max_drop"]["float_prefix_ops"] == n
+    assert f"chain_mixed_int8.tflite keeps its first {n} operators in float" in result.output
+
+
+@pytest.mark.slow
 def test_max_drop_keeps_full_int8_that_already_meets_the_budget_without_computing_statistics(synthetic_archive,
                                                                                            tmp_path):
     colour_model(synthetic_archive, broken=False).save(tmp_path / "sound.keras")
@@ -184,6 +226,32 @@ def test_the_search_keeps_full_int8_within_the_budget_else_adds_layers_by_the_ac
     tried.clear()
     never = doctor.search(drop(3.0), 0.0, ranked, keep)
     assert not never.met and never.chosen.kept == ("b", "a", "c") and tried[-1] == ("b", "a", "c")
+
+
+def test_when_no_layers_meet_the_budget_the_search_keeps_the_fewest_first_operators_in_float():
+    def drop(points: float | None) -> Validation:
+        return Validation(100, None, None, points, None, None, "passed")
+
+    single = {("a",): 5.0, ("b",): 2.5}                  # b helps a little, not enough
+    prefix = {n: (4.0 if n < 13 else 0.3) for n in range(1, 41)}   # the error starts in the first 13 operators
+    tried = []
+
+    def keep_prefix(n):
+        tried.append(n)
+        return drop(prefix[n])
+
+    layers = [doctor.Layer("a", "CONV_2D", {}), doctor.Layer("b", "CONV_2D", {})]
+    found = doctor.search(drop(3.0), 0.5, layers, lambda kept: drop(single[kept[-1:]]), keep_prefix=keep_prefix,
+                          operators=40)
+    assert tried == [1, 2, 4, 8, 16, 12, 14, 13]          # a gallop to 16, then a bisection between 8 and 16
+    assert found.met and found.chosen.prefix == 13 and found.chosen.kept == ()
+    assert [t.prefix for t in found.trials] == [0, 0, *tried]   # the layers first, as the report ranks them
+    tried.clear()
+    none = doctor.search(drop(3.0), 0.5, layers, lambda kept: drop(single[kept[-1:]]),
+                         keep_prefix=lambda n: drop(9.0), operators=5)
+    assert not none.met and none.chosen.kept == ("b",) and [t.prefix for t in none.trials][-1] == 5  # b stays best
+    capped = doctor.search_prefix(0.5, 1000, keep_prefix=lambda n: drop(0.0 if n >= 700 else 1.0), max_trials=12)
+    assert len(capped) == 12 and capped[-1].prefix > 512   # the budget of files bounds a long bisection
 
 
 def test_a_channel_that_sets_the_range_hides_from_the_whole_tensor_sqnr_but_not_from_the_channel_median():
