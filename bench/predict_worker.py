@@ -127,18 +127,22 @@ class ModelWorker:
         self._stderr = None if debug else tempfile.TemporaryFile()
         # The model last, after "--": a file named "-h.tflite" is a file, not an option.
         flags = ["--input-range", ",".join(map(repr, self.input_range))] if self.input_range else []
-        if self.labels is not None:   # an argument, never a shell: JSON keeps any name whole
-            flags += ["--labels-json", json.dumps(list(self.labels))]
-        cmd = [sys.executable, "-m", self.module, "--threads", str(self.threads), "--runtime", self.runtime_choice,
-               *flags, "--", str(self.path)]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-        try:
-            self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-                                          env=env)
-        except OSError as exc:
-            raise EdgeCifarError(f"cannot start {sys.executable}: {exc.strerror or exc}") from None
-        self._pending = b""
-        reply = self._reply(LOAD_TIMEOUT, "loading it")
+        with contextlib.ExitStack() as stack:
+            if self.labels is not None:   # a file (JSON): any number of names, any characters, never on argv
+                names = stack.enter_context(tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".json"))
+                json.dump(list(self.labels), names, ensure_ascii=False)
+                names.flush()
+                flags += ["--labels-file", names.name]
+            cmd = [sys.executable, "-m", self.module, "--threads", str(self.threads), "--runtime", self.runtime_choice,
+                   *flags, "--", str(self.path)]
+            try:
+                self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                              stderr=self._stderr, env=env)
+            except OSError as exc:
+                raise EdgeCifarError(f"cannot start {sys.executable}: {exc.strerror or exc}") from None
+            self._pending = b""
+            reply = self._reply(LOAD_TIMEOUT, "loading it")   # the worker has read the names by then
         if "error" in reply:
             self.close()
             raise (ModelError if reply.get("exit_code") == 2 else ModelCrashed)(reply["error"])
@@ -240,15 +244,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runtime", default="auto")
     parser.add_argument("--input-range", default=None)
-    parser.add_argument("--labels-json", default=None, help="the user's class names, a JSON list of strings")
+    parser.add_argument("--labels-file", default=None, help="the user's class names: a JSON list of strings")
     args = parser.parse_args(argv)
     out = _protocol_stream()
     try:
         from edgecifar.contract import parse_range
 
-        labels = tuple(str(name) for name in json.loads(args.labels_json)) if args.labels_json else None
-        model = load(args.model, args.threads, args.runtime, parse_range(args.input_range) if args.input_range else None,
-                     labels)
+        input_range = parse_range(args.input_range) if args.input_range else None
+        labels = tuple(str(name) for name in json.loads(Path(args.labels_file).read_text(encoding="utf-8"))) \
+            if args.labels_file else None
+        model = load(args.model, args.threads, args.runtime, input_range, labels)
     except EdgeCifarError as exc:
         send(out, {"error": str(exc), "exit_code": exc.exit_code})
         return exc.exit_code

@@ -165,7 +165,7 @@ def export(model: Path | None, everything: bool, tta: str | None, out: Path | No
     missed = strict and search is not None and not search.met
     if missed:
         click.echo(f"error: --max-drop {search.budget:g}: no file within {search.budget:g} points of the Keras model "
-                   f"(full int8 drops {search.full.drop:.2f}; {len(search.trials)} files with float layers tried) "
+                   f"(full int8 drops {search.full.drop:.2f}; {len(search.trials)} files tried) "
                    "(--strict)", err=True)
     doctor_failures = diagnosis.failures if diagnosis else []
     for failure in doctor_failures:   # the doctor could not explain a format: the files stay written

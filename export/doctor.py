@@ -8,9 +8,10 @@ the signal-to-quantization-noise ratio of the output (SQNR, dB; from the float a
 debugger's ``layer_direct_compare_metrics``), over the whole tensor and per channel (the median over the channels
 that carry signal). A layer is ranked by the lower of the two, to the whole dB, the earlier of two as bad first: a
 tensor whose range one channel dominates (a bias of thousands beside values below 1) has a fine whole-tensor SQNR and
-channels quantized to nothing, and only the per-channel figure shows it. For the first :data:`TRIED`, the accuracy when that layer is kept in float32 is
-measured on the validation images: its output tensor leaves quantization (the debugger's ``denylisted_nodes``), with
-the operators that read it, since a consumer that quantizes the tensor again loses what the layer kept.
+channels quantized to nothing, and only the per-channel figure shows it. For the first :data:`TRIED`, the accuracy
+when that layer is kept in float32 is measured on the validation images: its output tensor leaves quantization (the
+debugger's ``denylisted_nodes``), with the operators that read it, since a consumer that quantizes the tensor again
+loses what the layer kept.
 
 ``--onnx-int8 --explain`` makes the same report with onnxruntime's ``qdq_loss_debug`` (each activation before and
 after its QuantizeLinear/DequantizeLinear pair, and against the float model: whole-tensor SQNR by its own function,
@@ -22,9 +23,9 @@ recovered alone (then the rest in rank order), a layer kept only when it lowers 
 or :data:`MAX_TRIALS` files were tried. When no set of single layers meets the budget, it keeps a float prefix
 instead: the first 1, 2, 4, ... operators in float until a file meets the budget, then a bisection between the last
 two, for the fewest (at most :data:`PREFIX_TRIALS` files). That is the loss no single layer carries: error that
-starts in the first layers and compounds (MobileNetV2 at 160 from ImageNet, mnv2_ft160_kd: full int8 loses 14.25
-points, single layers reach 88.10% after 16 files, its first 13 operators in float lose 0.15). Only the search and
-the report are written here: statistics, denylisting and quantization are the libraries'. Per-layer 16-bit activations are not among the candidates: TensorFlow's
+starts in the first layers and compounds (research/README.md, mnv2_ft160_kd: single layers fall short, a float
+prefix does not). Only the search and the report are written here: statistics, denylisting and quantization are the
+libraries'. Per-layer 16-bit activations are not among the candidates: TensorFlow's
 quantizer takes one activation type for the whole model (the 16x8 file is its own format, ``--int16x8``).
 """
 
@@ -260,6 +261,8 @@ def search(full: Validation, budget: float, layers: Sequence[Layer],
         return result
     prefixes = search_prefix(budget, operators, keep_prefix, prefix_trials)
     result.trials += prefixes
+    if not prefixes:
+        return result
     within = [t for t in prefixes if t.drop <= budget]
     best = min(within, key=lambda t: t.prefix) if within else min(prefixes, key=lambda t: (t.drop, t.prefix))
     if best.drop < best_drop:
@@ -615,9 +618,18 @@ class Diagnosis:
     explanations: list[Explanation] = field(default_factory=list)
     search: Search | None = None
     mixed: bytes | None = None            # the chosen file's bytes, for the mixed format row
-    kept_layers: list[Layer] = field(default_factory=list)   # the chosen file's layers, in the order kept
-    float_prefix: int = 0                 # > 0: the chosen file keeps its first that many operators in float
+    kept_layers: list[Layer] = field(default_factory=list)   # the chosen file's layers (a prefix: one per operator)
     failures: list[str] = field(default_factory=list)
+
+    @property
+    def float_prefix(self) -> int:
+        """The chosen file's float prefix, in operators (0: it keeps layers, or nothing was chosen)."""
+        chosen = self.search.chosen if self.search else None
+        return chosen.prefix if chosen else 0
+
+    @property
+    def kept_names(self) -> list[str]:
+        return [layer.name for layer in self.kept_layers]
 
     def kept_summary(self) -> str:
         """What the chosen file keeps in float, counted: "2 layers", "its first 13 operators"."""
@@ -627,7 +639,7 @@ class Diagnosis:
 
     def kept_phrase(self) -> str:
         """:meth:`kept_summary` with names: every layer's, or the prefix's first and last."""
-        names = [layer.name for layer in self.kept_layers]
+        names = self.kept_names
         if self.float_prefix:
             return f"{self.kept_summary()} ({names[0]} to {names[-1]})" if len(names) > 1 \
                 else f"{self.kept_summary()} ({', '.join(names)})"
@@ -636,7 +648,7 @@ class Diagnosis:
     def to_dict(self) -> dict:
         return {"explanations": [e.to_dict() for e in self.explanations],
                 "max_drop": self.search.to_dict() if self.search else None,
-                "kept_in_float": [layer.name for layer in self.kept_layers], "float_prefix_ops": self.float_prefix,
+                "kept_in_float": self.kept_names, "float_prefix_ops": self.float_prefix,
                 "failures": self.failures}
 
 
@@ -686,11 +698,10 @@ def _search(doctor: TFLiteDoctor, explanation: Explanation, budget: float, resul
     if chosen is None:
         return
     by_tensor = {layer.tensor: layer for layer in explanation.layers}
-    if chosen.prefix:   # the prefix's operators, each named by its layer (an unquantized one by its tensor)
-        tensors = doctor.prefix(chosen.prefix)
-        result.float_prefix = chosen.prefix
-        result.kept_layers = [by_tensor.get(t) or Layer(t, "", {}) for t in tensors]
-        result.mixed = doctor.quantized(tensors)
+    if chosen.prefix:   # one layer per operator, by its first output (an unquantized one by its tensor alone)
+        firsts = [outputs[0] for outputs in doctor.operators[:chosen.prefix] if outputs]
+        result.kept_layers = [by_tensor.get(t) or Layer(t, "", {}) for t in firsts]
+        result.mixed = doctor.quantized(doctor.prefix(chosen.prefix))
     else:
         result.kept_layers = [by_tensor[t] for t in chosen.kept]
         result.mixed = doctor.quantized(doctor.denylist(chosen.kept))

@@ -88,7 +88,7 @@ def check_options(options: dict[str, dict[str, Any]], chosen: list[Format]) -> N
 
 def check_doctor(explain: bool, max_drop: float | None, chosen: list[Format], options: dict[str, dict]) -> None:
     """The doctor's flags need a format it explains: --explain an int8 format (--int8, --onnx-int8), --max-drop
-    --int8 (it writes a TFLite file) without --int8-float-ops (which keeps layers in float by another rule). One
+    --int8 (it writes a TFLite file) without --int8-float-ops (a float prefix the user chose, not the doctor). One
     EdgeCifarError line before anything is read."""
     keys = {f.key for f in chosen}
     if explain and not keys & set(doctor.DOCTORS):
@@ -281,7 +281,7 @@ def _record_doctor(report: Report, job: ExportJob, source: dict, entries: list[d
     if mixed is not None:
         entry = manifest.file_entry(MIXED, mixed.path, job, source, mixed.validation, mixed.loaded)
         entries.append({**entry, "latency_ms": mixed.latency_ms,
-                        "kept_in_float": [layer.name for layer in diagnosis.kept_layers],
+                        "kept_in_float": diagnosis.kept_names,
                         "kept_tensors": [layer.tensor for layer in diagnosis.kept_layers],
                         "float_prefix_ops": diagnosis.float_prefix, "max_drop": diagnosis.search.budget,
                         "against_int8": {"file": int8.path.name, "bytes": int8.path.stat().st_size,
@@ -290,7 +290,7 @@ def _record_doctor(report: Report, job: ExportJob, source: dict, entries: list[d
     search = diagnosis.search
     return {"budget": search.budget, "met": search.met,
             "chosen": mixed.path.name if mixed is not None else int8.path.name,
-            "kept_in_float": [layer.name for layer in diagnosis.kept_layers], "float_prefix_ops": diagnosis.float_prefix,
+            "kept_in_float": diagnosis.kept_names, "float_prefix_ops": diagnosis.float_prefix,
             "full_int8_drop": search.full.drop, "files_tried": len(search.trials)}
 
 

@@ -116,9 +116,9 @@ def write_int16x8(job: ExportJob, dest: Path) -> None:
 
 
 def write_mixed_int8(job: ExportJob, dest: Path) -> None:
-    """The file ``--max-drop`` chose (export/doctor.py): full int8 with some layers kept in float32, int8 input
-    (scale 1, zero point -128, checked) and output. The doctor leaves its bytes in the job's cache; the format
-    writes them with the contract, so they are validated and recorded as every other format's are."""
+    """The file ``--max-drop`` chose (export/doctor.py): int8 with some layers, or its first operators, in float32;
+    int8 input (scale 1, zero point -128, checked) and output. The doctor leaves its bytes in the job's cache; the
+    format writes them with the contract, so they are validated and recorded as every other format's are."""
     content = job.cache.get(MIXED_CACHE)
     if content is None:
         raise ExportFailure("no mixed int8 file was chosen (export --max-drop chooses it)")

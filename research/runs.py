@@ -61,7 +61,9 @@ RUNS: tuple[Run, ...] = (
     # Issue 28: consistent teaching (8 teacher-labelled views) on the tiny model; the best model at the seed's cost.
     *(Run("ablations", "edge_nano_kd160_v8", f"kd28/edge_nano_kd160_v8-seed{s}", s) for s in (0, 1)),
     *(Run("ablations", "edge_nano_kd160_stem32", f"kd28/edge_nano_kd160_stem32-seed{s}", s) for s in (0, 1)),
-    Run("finetune", "mnv2_ft160_kd", "mnv2/mnv2_ft160_kd-seed0"),
+    *(Run("finetune", "mnv2_ft160_kd", f"mnv2/mnv2_ft160_kd-seed{s}", s) for s in (0, 1)),
+    # ... and consistent teaching on the fast model (its seeds' views are the tiny model's: teacher.npz can be copied).
+    *(Run("ablations", "edge_fast_kd160_e60_v8", f"kd28/edge_fast_kd160_e60_v8-seed{s}", s) for s in (0, 1)),
     # Airbench's pieces on edge_fast at a 10-epoch schedule.
     *(Run("ablations", r, f"ablations/{r}-e10-seed{s}", s, epochs=10)
       for s in (0, 1) for r in ("edge_fast", "edge_fast_wema", "edge_fast_air")),
